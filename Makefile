@@ -1,0 +1,51 @@
+# vmig: build, test and install.
+#   make                      release build of libvmig.so / libvmig.a
+#   make check                the whole test suite (README's test command)
+#   make install PREFIX=/usr  library, header and pkg-config file
+#   make header               regenerate the checked-in include/vmig.h
+
+CARGO     ?= cargo
+PREFIX    ?= /usr/local
+LIBDIR    ?= $(PREFIX)/lib
+INCLUDEDIR?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+VERSION   := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+SOMAJOR   := 0
+RELDIR    := target/release
+
+.PHONY: all release header check c-tests install uninstall clean
+
+all: release
+
+release:
+	$(CARGO) build --release --lib
+
+header:
+	VMIG_UPDATE_HEADER=1 $(CARGO) build --lib
+
+# The README test command. scripts/check.sh runs every layer in order and
+# says which one failed.
+check:
+	scripts/check.sh
+
+c-tests: release
+	scripts/c-tests.sh
+
+install: release
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 0755 $(RELDIR)/libvmig.so $(DESTDIR)$(LIBDIR)/libvmig.so.$(VERSION)
+	ln -sf libvmig.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libvmig.so.$(SOMAJOR)
+	ln -sf libvmig.so.$(SOMAJOR) $(DESTDIR)$(LIBDIR)/libvmig.so
+	install -m 0644 $(RELDIR)/libvmig.a $(DESTDIR)$(LIBDIR)/libvmig.a
+	install -m 0644 include/vmig.h $(DESTDIR)$(INCLUDEDIR)/vmig.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	    vmig.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/vmig.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libvmig.so* $(DESTDIR)$(LIBDIR)/libvmig.a \
+	      $(DESTDIR)$(INCLUDEDIR)/vmig.h $(DESTDIR)$(PKGCONFIGDIR)/vmig.pc
+
+clean:
+	$(CARGO) clean
+	rm -rf c-tests/build

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Builds every c-tests/test_*.c against the release libvmig and runs it:
+#   plain    -std=c11 -Wall -Wextra -Wpedantic -Werror, linked to libvmig.so
+#   asan     -fsanitize=address,undefined, linked to libvmig.a
+#   tsan     -fsanitize=thread, linked to libvmig.a
+# The header is also compiled as C++ (-Wall -Wextra -Werror).
+# Usage: scripts/c-tests.sh [plain|asan|tsan|cxx]...   (default: all)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=c-tests/build
+mkdir -p "$out"
+lib=target/release
+modes=("$@")
+[ ${#modes[@]} -gt 0 ] || modes=(cxx plain asan tsan)
+CC=${CC:-gcc}
+CXX=${CXX:-g++}
+warn=(-std=c11 -Wall -Wextra -Wpedantic -Werror -g -Iinclude -Ic-tests)
+libs=(-lpthread -ldl -lm)
+# The cdylib's SONAME is libvmig.so.0; give the loader that name.
+ln -sf "$PWD/$lib/libvmig.so" "$out/libvmig.so.0"
+fail=0
+pass=0
+for mode in "${modes[@]}"; do
+  case $mode in
+    cxx)
+      printf '#include "vmig.h"\nint main(void) { return vmig_version() ? 0 : 1; }\n' > "$out/header.cc"
+      "$CXX" -std=c++11 -Wall -Wextra -Werror -Iinclude "$out/header.cc" -o "$out/header-cxx" -L"$lib" -l:libvmig.a "${libs[@]}"
+      "$out/header-cxx"
+      echo "c-tests: header compiles as C++: ok"
+      continue ;;
+    plain) flags=(-O1); link=(-L"$lib" -lvmig -Wl,-rpath,"$PWD/$out") ;;
+    asan)  flags=(-O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all); link=("$lib/libvmig.a") ;;
+    tsan)  flags=(-O1 -fsanitize=thread); link=("$lib/libvmig.a") ;;
+    *) echo "unknown mode $mode" >&2; exit 2 ;;
+  esac
+  for src in c-tests/test_*.c; do
+    name=$(basename "$src" .c)
+    bin="$out/$name-$mode"
+    "$CC" "${warn[@]}" "${flags[@]}" "$src" -o "$bin" "${link[@]}" "${libs[@]}"
+    if [ "$mode" = asan ] && ! nm "$bin" | grep __asan_init >/dev/null; then
+      echo "c-tests: $bin is not linked with ASan" >&2; exit 1
+    fi
+    if VMIG_TEST_MODE=$mode "$bin"; then
+      echo "c-tests: $name [$mode]: ok"; pass=$((pass+1))
+    else
+      echo "c-tests: $name [$mode]: FAILED" >&2; fail=$((fail+1))
+    fi
+  done
+done
+echo "c-tests: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: README's test command (`make check`) runs this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo test (unit, integration, header drift, stress)"
+cargo test --release --all-targets
+
+step "C tests: C++ header, plain, ASan+UBSan, TSan"
+cargo build --release --lib
+scripts/c-tests.sh

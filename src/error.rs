@@ -1,0 +1,67 @@
+//! The crate's error type and its single mapping to negative errno values.
+//!
+//! The C ABI returns `0` or `-errno` (QEMU's convention); [`Error::errno`] is
+//! the only place that chooses the number, so every engine reports the same
+//! condition the same way.
+
+use std::fmt;
+
+/// Why a vmig operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// An argument is NULL, out of range or inconsistent (`EINVAL`).
+    InvalidArgument(&'static str),
+    /// A ring has no free slot (`ENOBUFS`, DPDK's word for a full ring).
+    Full,
+    /// Every worker is busy and the caller asked not to wait (`EBUSY`).
+    Busy,
+    /// Memory could not be allocated (`ENOMEM`).
+    OutOfMemory,
+    /// Input data is corrupt, truncated or of the wrong length (`EBADMSG`).
+    BadMessage(&'static str),
+    /// A worker thread could not be started (`EAGAIN`, as `pthread_create`).
+    ThreadSpawn,
+    /// An internal bug was caught (a panic) and the operation failed (`EIO`).
+    /// The process and the guest survive; the migration fails.
+    Internal(&'static str),
+}
+
+impl Error {
+    /// The positive errno value for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::InvalidArgument(_) => libc::EINVAL,
+            Error::Full => libc::ENOBUFS,
+            Error::Busy => libc::EBUSY,
+            Error::OutOfMemory => libc::ENOMEM,
+            Error::BadMessage(_) => libc::EBADMSG,
+            Error::ThreadSpawn => libc::EAGAIN,
+            Error::Internal(_) => libc::EIO,
+        }
+    }
+
+    /// The value a C function returns for this error: `-errno`.
+    pub fn to_neg_errno(&self) -> i32 {
+        -self.errno()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+            Error::Full => f.write_str("ring is full"),
+            Error::Busy => f.write_str("all workers are busy"),
+            Error::OutOfMemory => f.write_str("out of memory"),
+            Error::BadMessage(what) => write!(f, "bad message: {what}"),
+            Error::ThreadSpawn => f.write_str("could not spawn a worker thread"),
+            Error::Internal(what) => write!(f, "internal error: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Result alias used throughout vmig.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,277 @@
+//! Bounded lockless pointer ring: single- or multi-producer, single consumer.
+//!
+//! The algorithm, its index encoding and its memory-ordering argument are in
+//! [`raw`]. This module is the safe Rust face of it: the split into producer
+//! and consumer handles makes the single-consumer rule (and, for
+//! [`spsc`], the single-producer rule) a property of the types, so safe code
+//! cannot break it.
+//!
+//! ```
+//! let (tx, rx) = vmig::ring::mpsc::<Box<u64>>(4).unwrap();
+//! let tx2 = tx.clone();
+//! tx.enqueue(Box::new(1)).unwrap();
+//! tx2.enqueue(Box::new(2)).unwrap();
+//! assert_eq!(*rx.dequeue().unwrap(), 1);
+//! assert_eq!(*rx.dequeue().unwrap(), 2);
+//! assert!(rx.dequeue().is_none());
+//! ```
+
+pub mod raw;
+
+use std::marker::PhantomData;
+use std::num::NonZeroUsize;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use crate::error::Result;
+use raw::RawRing;
+
+/// A value that travels through the ring as one non-NULL pointer.
+///
+/// # Safety
+/// `from_ptr(into_ptr(x))` must give back `x`, and `into_ptr` must never
+/// return a pointer the ring could confuse with an empty slot (it cannot:
+/// `NonNull`).
+pub unsafe trait RingItem: Send + Sized {
+    /// Gives up ownership as a pointer.
+    fn into_ptr(self) -> NonNull<()>;
+    /// Takes ownership back.
+    ///
+    /// # Safety
+    /// `ptr` came from `into_ptr` of this type and is used once.
+    unsafe fn from_ptr(ptr: NonNull<()>) -> Self;
+}
+
+// SAFETY: Box::into_raw / from_raw round-trip, and a Box is never NULL.
+unsafe impl<U: Send> RingItem for Box<U> {
+    fn into_ptr(self) -> NonNull<()> {
+        // SAFETY: Box::into_raw never returns NULL.
+        unsafe { NonNull::new_unchecked(Box::into_raw(self)).cast() }
+    }
+    unsafe fn from_ptr(ptr: NonNull<()>) -> Self {
+        // SAFETY: per the trait contract, `ptr` came from `into_ptr` above.
+        unsafe { Box::from_raw(ptr.cast::<U>().as_ptr()) }
+    }
+}
+
+// SAFETY: Arc::into_raw / from_raw round-trip, and an Arc is never NULL.
+unsafe impl<U: Send + Sync> RingItem for Arc<U> {
+    fn into_ptr(self) -> NonNull<()> {
+        // SAFETY: Arc::into_raw never returns NULL.
+        unsafe { NonNull::new_unchecked(Arc::into_raw(self).cast_mut()).cast() }
+    }
+    unsafe fn from_ptr(ptr: NonNull<()>) -> Self {
+        // SAFETY: per the trait contract, `ptr` came from `into_ptr` above.
+        unsafe { Arc::from_raw(ptr.cast::<U>().as_ptr()) }
+    }
+}
+
+// SAFETY: the integer is carried in the pointer's address and never
+// dereferenced; non-zero maps to non-NULL and back.
+unsafe impl RingItem for NonZeroUsize {
+    fn into_ptr(self) -> NonNull<()> {
+        // SAFETY: a non-zero address is a non-NULL pointer.
+        unsafe { NonNull::new_unchecked(std::ptr::without_provenance_mut(self.get())) }
+    }
+    unsafe fn from_ptr(ptr: NonNull<()>) -> Self {
+        // SAFETY: a non-NULL pointer has a non-zero address.
+        unsafe { NonZeroUsize::new_unchecked(ptr.as_ptr().addr()) }
+    }
+}
+
+/// Owns the ring memory; drops any items left in it.
+struct Shared<T: RingItem> {
+    raw: NonNull<RawRing>,
+    _items: PhantomData<T>,
+}
+
+// SAFETY: the ring is designed for cross-thread use; items are `Send`.
+unsafe impl<T: RingItem> Send for Shared<T> {}
+// SAFETY: all shared access goes through atomics; the handle types below
+// enforce who may enqueue and dequeue.
+unsafe impl<T: RingItem> Sync for Shared<T> {}
+
+impl<T: RingItem> Shared<T> {
+    fn new(capacity: u32, flags: u32) -> Result<Arc<Self>> {
+        let raw = RawRing::alloc(capacity, flags)?;
+        Ok(Arc::new(Shared { raw, _items: PhantomData }))
+    }
+
+    fn raw(&self) -> &RawRing {
+        // SAFETY: `raw` is live until `drop` below, and `&self` outlives no drop.
+        unsafe { self.raw.as_ref() }
+    }
+}
+
+impl<T: RingItem> Drop for Shared<T> {
+    fn drop(&mut self) {
+        // SAFETY: `drop` has exclusive access: every handle is gone.
+        unsafe {
+            while let Some(p) = self.raw().dequeue() {
+                drop(T::from_ptr(p));
+            }
+            RawRing::destroy(self.raw);
+        }
+    }
+}
+
+/// Creates a single-producer, single-consumer ring of `capacity` slots
+/// (a power of two in 2..=2^30); it holds `capacity` items.
+pub fn spsc<T: RingItem>(capacity: u32) -> Result<(Producer<T>, Consumer<T>)> {
+    let shared = Shared::new(capacity, 0)?;
+    Ok((Producer { shared: shared.clone(), _not_sync: PhantomData }, Consumer { shared, _not_sync: PhantomData }))
+}
+
+/// Creates a multi-producer, single-consumer ring of `capacity` slots
+/// (a power of two in 2..=2^30); it holds `capacity` items.
+pub fn mpsc<T: RingItem>(capacity: u32) -> Result<(MpProducer<T>, Consumer<T>)> {
+    let shared = Shared::new(capacity, raw::FLAG_MP)?;
+    Ok((MpProducer { shared: shared.clone() }, Consumer { shared, _not_sync: PhantomData }))
+}
+
+/// The one producer of an [`spsc`] ring. `Send`, not `Clone`.
+pub struct Producer<T: RingItem> {
+    shared: Arc<Shared<T>>,
+    _not_sync: NotSync,
+}
+
+/// A producer of an [`mpsc`] ring. Clone it for each producing thread.
+pub struct MpProducer<T: RingItem> {
+    shared: Arc<Shared<T>>,
+}
+
+/// The one consumer of a ring. `Send`, not `Clone`, not `Sync`.
+pub struct Consumer<T: RingItem> {
+    shared: Arc<Shared<T>>,
+    _not_sync: NotSync,
+}
+
+/// `Send` but not `Sync`: a shared reference on two threads would be two
+/// producers (or consumers).
+type NotSync = PhantomData<std::cell::Cell<()>>;
+
+impl<T: RingItem> Clone for MpProducer<T> {
+    fn clone(&self) -> Self {
+        MpProducer { shared: self.shared.clone() }
+    }
+}
+
+impl<T: RingItem> Producer<T> {
+    /// Enqueues `item`, or gives it back when the ring is full.
+    pub fn enqueue(&mut self, item: T) -> std::result::Result<(), T> {
+        let p = item.into_ptr();
+        // SAFETY: `&mut self` on the only Producer: no concurrent enqueue.
+        match unsafe { self.shared.raw().enqueue(p) } {
+            Ok(()) => Ok(()),
+            // SAFETY: the ring did not take `p`; it is still ours.
+            Err(_) => Err(unsafe { T::from_ptr(p) }),
+        }
+    }
+
+    /// Enqueues items from the front of `items` while there is room; returns
+    /// how many moved (they are removed from `items`).
+    pub fn enqueue_burst(&mut self, items: &mut Vec<T>) -> u32 {
+        // SAFETY: `&mut self` on the only Producer: no concurrent enqueue.
+        unsafe { burst_into(self.shared.raw(), items) }
+    }
+
+    /// Items queued (a snapshot).
+    pub fn count(&self) -> u32 {
+        self.shared.raw().count()
+    }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> u32 {
+        self.shared.raw().capacity()
+    }
+}
+
+impl<T: RingItem> MpProducer<T> {
+    /// Enqueues `item`, or gives it back when the ring is full.
+    pub fn enqueue(&self, item: T) -> std::result::Result<(), T> {
+        let p = item.into_ptr();
+        // SAFETY: an MP ring allows concurrent enqueues.
+        match unsafe { self.shared.raw().enqueue(p) } {
+            Ok(()) => Ok(()),
+            // SAFETY: the ring did not take `p`; it is still ours.
+            Err(_) => Err(unsafe { T::from_ptr(p) }),
+        }
+    }
+
+    /// Enqueues items from the front of `items` while there is room, as one
+    /// contiguous claim (they stay adjacent in the ring); returns how many.
+    pub fn enqueue_burst(&self, items: &mut Vec<T>) -> u32 {
+        // SAFETY: an MP ring allows concurrent enqueues.
+        unsafe { burst_into(self.shared.raw(), items) }
+    }
+
+    /// Items queued (a snapshot).
+    pub fn count(&self) -> u32 {
+        self.shared.raw().count()
+    }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> u32 {
+        self.shared.raw().capacity()
+    }
+}
+
+/// # Safety
+/// The caller may enqueue on `raw` now (SP: it is the only producer).
+unsafe fn burst_into<T: RingItem>(raw: &RawRing, items: &mut Vec<T>) -> u32 {
+    let want = items.len().min(raw.capacity() as usize);
+    let mut staged: Vec<*mut ()> = Vec::with_capacity(want);
+    for item in items.drain(..want) {
+        staged.push(item.into_ptr().as_ptr());
+    }
+    // SAFETY: forwarded producer contract.
+    let n = unsafe { raw.enqueue_burst(&staged) } as usize;
+    // Give back the ones that did not fit, at the front, in order.
+    let rest: Vec<T> = staged[n..]
+        .iter()
+        // SAFETY: not enqueued, so still owned here; each used once.
+        .map(|&p| unsafe { T::from_ptr(NonNull::new_unchecked(p)) })
+        .collect();
+    items.splice(0..0, rest);
+    n as u32
+}
+
+impl<T: RingItem> Consumer<T> {
+    /// Dequeues the oldest ready item.
+    pub fn dequeue(&self) -> Option<T> {
+        // SAFETY: this is the only Consumer and it is !Sync.
+        unsafe { self.shared.raw().dequeue().map(|p| T::from_ptr(p)) }
+    }
+
+    /// Dequeues up to `max` ready items onto the end of `out`; returns how many.
+    pub fn dequeue_burst(&self, out: &mut Vec<T>, max: u32) -> u32 {
+        let mut buf = vec![std::ptr::null_mut(); max.min(self.capacity()) as usize];
+        // SAFETY: this is the only Consumer and it is !Sync.
+        let n = unsafe { self.shared.raw().dequeue_burst(&mut buf) };
+        // SAFETY: each pointer was enqueued by `into_ptr` and is taken once.
+        out.extend(buf[..n as usize].iter().map(|&p| unsafe { T::from_ptr(NonNull::new_unchecked(p)) }));
+        n
+    }
+
+    /// Items queued (a snapshot).
+    pub fn count(&self) -> u32 {
+        self.shared.raw().count()
+    }
+
+    /// Whether no item is queued (a snapshot).
+    pub fn is_empty(&self) -> bool {
+        self.count() == 0
+    }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> u32 {
+        self.shared.raw().capacity()
+    }
+}
+
+impl<T: RingItem> std::fmt::Debug for Consumer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer").field("count", &self.count()).field("capacity", &self.capacity()).finish()
+    }
+}
+

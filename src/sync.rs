@@ -1,0 +1,19 @@
+//! Synchronisation primitives, switched between `std` and `loom`.
+//!
+//! Every lockless hand-off in vmig imports its atomics from here, so the loom
+//! models (`RUSTFLAGS="--cfg loom" cargo test --release --test loom_*`) check
+//! the real code rather than a copy (crossbeam's `primitive` module does the same).
+
+#[cfg(loom)]
+#[allow(unused_imports)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+#[cfg(loom)]
+#[allow(unused_imports)]
+pub(crate) use loom::{hint::spin_loop, thread::yield_now};
+
+#[cfg(not(loom))]
+#[allow(unused_imports)]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+#[cfg(not(loom))]
+#[allow(unused_imports)]
+pub(crate) use std::{hint::spin_loop, thread::yield_now};
