@@ -7,6 +7,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "cargo test (unit, integration, header drift, stress)"
 cargo test --release --all-targets
 
+step "vmig-sim: unit tests and short whole-migration scenarios"
+cargo test --release -p vmig-sim
+
 step "C tests: C++ header, plain, ASan+UBSan, TSan"
 cargo build --release --lib
 scripts/c-tests.sh
