@@ -14,6 +14,10 @@
 #define VMIG_VERSION_PATCH 0
 
 
+// Entries in vmig_reaper_config.levels_interval_us (NORMAL, FAST1..FAST4,
+// MAX_SPEED).
+#define VMIG_REAPER_NR_LEVELS 6
+
 // Ring flag for vmig_ring_new()/vmig_ring_init(): several threads may
 // enqueue concurrently (multi-producer). Without it the ring is
 // single-producer. A ring always has a single consumer.
@@ -30,12 +34,157 @@
 // Largest ring capacity (2^30).
 #define VMIG_RING_MAX_CAPACITY (1 << 30)
 
+// How the reaper chooses its next interval.
+typedef enum {
+  // A constant interval (fixed_interval_us): QEMU's `sleep(1)` today.
+  VMIG_REAPER_FIXED = 0,
+  // The six-level table of the 2022 "Dynamically adjust the rate of dirty
+  // ring reaper thread" patch (levels_*), reproduced faithfully.
+  VMIG_REAPER_LEVELS = 1,
+  // The review's proposal: halve above aimd_high_permille (or on a
+  // ring-full exit), add aimd_step_us at or below aimd_low_permille.
+  VMIG_REAPER_AIMD = 2,
+  // Estimates the fullest ring's fill rate (fast attack, slow decay over
+  // predictive_decay_us) and sleeps until it would reach
+  // predictive_target_permille of the ring. The default.
+  VMIG_REAPER_PREDICTIVE = 3,
+} vmig_reaper_policy;
+
+// A reaper interval controller with its kickable sleep (opaque).
+typedef struct vmig_reaper vmig_reaper;
+
 // A bounded lockless ring of non-NULL `void *` items (opaque).
 typedef struct vmig_ring vmig_ring;
+
+// Reaper configuration. Fill it with vmig_reaper_config_default() and
+// change what you need; every field is checked by vmig_reaper_new(),
+// whatever the policy. Fill ratios are in permille of ring_size.
+typedef struct {
+  // The policy. Default VMIG_REAPER_PREDICTIVE (measured best).
+  vmig_reaper_policy policy;
+  // Entries per vCPU dirty ring (KVM dirty-ring-size), > 0. Default 4096.
+  uint32_t ring_size;
+  // Shortest interval returned, >= 1. Default 1000 us.
+  uint64_t min_interval_us;
+  // Longest interval returned, >= min_interval_us. Default 1 s.
+  uint64_t max_interval_us;
+  // FIXED: the interval, > 0. Default 1 s.
+  uint64_t fixed_interval_us;
+  // LEVELS: sleep per level, each > 0. Default 1 s, 500, 250, 125, 100,
+  // 80 ms.
+  uint64_t levels_interval_us[VMIG_REAPER_NR_LEVELS];
+  // LEVELS: width of a ratio band (total reaped / ring_size), > 0.
+  // Default 100 (0.1).
+  uint32_t levels_ratio_step_permille;
+  // LEVELS: a level drops after more than this many "want slower" reaps
+  // in a row. Default 5.
+  uint32_t levels_stable_count;
+  // AIMD: halve above this fill of the fullest ring, 1..=1000. Default 800.
+  uint32_t aimd_high_permille;
+  // AIMD: add a step at or below this fill, < aimd_high_permille.
+  // Default 200.
+  uint32_t aimd_low_permille;
+  // AIMD: the additive step. Default 20000 us.
+  uint64_t aimd_step_us;
+  // PREDICTIVE: time constant of the rate estimate's decay. Default 2 s.
+  uint64_t predictive_decay_us;
+  // PREDICTIVE: fill of the fullest ring to aim for at the next reap,
+  // 1..=1000. Default 500.
+  uint32_t predictive_target_permille;
+} vmig_reaper_config;
 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+// Fills `cfg` with the defaults: the policy and tunables measured best
+// (see the README, "Reaper"). ring_size defaults to 4096; set your own.
+//
+// Returns 0, or -EINVAL if `cfg` is NULL.
+//
+// Thread-safety: may be called from any thread.
+//
+// # Safety
+// `cfg` is NULL or valid for writes of one vmig_reaper_config.
+int32_t vmig_reaper_config_default(vmig_reaper_config *cfg);
+
+// Creates a reaper from `cfg` (copied; the caller keeps it).
+//
+// Returns the reaper, or NULL with errno EINVAL (NULL `cfg`, unknown
+// policy, ring_size 0, min_interval_us 0 or above max_interval_us, or a
+// tunable out of its documented range) or ENOMEM. Free it with
+// vmig_reaper_free().
+//
+// Thread-safety: may be called from any thread.
+//
+// # Safety
+// `cfg` is NULL or valid for reads of one vmig_reaper_config.
+vmig_reaper *vmig_reaper_new(const vmig_reaper_config *cfg);
+
+// Frees a reaper. NULL is a no-op.
+//
+// Thread-safety: no other thread may use the reaper during or after the
+// call (in particular no vCPU thread may still call vmig_reaper_kick()).
+//
+// # Safety
+// `r` is NULL or a live handle from vmig_reaper_new().
+void vmig_reaper_free(vmig_reaper *r);
+
+// Reports one reap and returns the next interval in microseconds (also the
+// one vmig_reaper_wait() sleeps next), within [min_interval_us,
+// max_interval_us]. `max_ring_fill`: entries found in the fullest vCPU
+// ring at this reap. `total_reaped`: entries reaped from all rings.
+// `ring_full_events`: ring-full exits since the previous call (a delta;
+// exchange your counter with 0). The time since the previous call is taken
+// from CLOCK_MONOTONIC.
+//
+// Returns the interval, or 0 if `r` is NULL (a valid interval is >= 1).
+//
+// Thread-safety: any thread; calls are serialised internally. Normally
+// only the reaper thread calls it, after each reap.
+//
+// # Safety
+// `r` is NULL or a live handle.
+uint64_t vmig_reaper_update(vmig_reaper *r,
+                            uint64_t max_ring_fill,
+                            uint64_t total_reaped,
+                            uint64_t ring_full_events);
+
+// Sleeps the current interval, returning early when vmig_reaper_kick() is
+// called. A kick that came while the reaper was not waiting (e.g. during
+// the reap) makes this call return at once; several kicks before one wait
+// count as one.
+//
+// Returns 1 if kicked, 0 on timeout, -EINVAL if `r` is NULL.
+//
+// Thread-safety: one waiting thread at a time (the reaper thread); safe
+// concurrently with vmig_reaper_kick() and vmig_reaper_update().
+//
+// # Safety
+// `r` is NULL or a live handle.
+int32_t vmig_reaper_wait(vmig_reaper *r);
+
+// Wakes the reaper thread now (e.g. from a vCPU thread that just took a
+// KVM_EXIT_DIRTY_RING_FULL exit), or makes its next vmig_reaper_wait()
+// return at once.
+//
+// Returns 0, or -EINVAL if `r` is NULL.
+//
+// Thread-safety: any thread, concurrently with every other reaper call
+// except vmig_reaper_free().
+//
+// # Safety
+// `r` is NULL or a live handle.
+int32_t vmig_reaper_kick(vmig_reaper *r);
+
+// The interval vmig_reaper_wait() sleeps now, microseconds; 0 if `r` is
+// NULL.
+//
+// Thread-safety: any thread.
+//
+// # Safety
+// `r` is NULL or a live handle.
+uint64_t vmig_reaper_interval_us(const vmig_reaper *r);
 
 // Creates a ring of `capacity` slots (a power of two, 2..=2^30); it holds
 // `capacity` items. `flags` is 0 (single producer) or VMIG_RING_MP.
