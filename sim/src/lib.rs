@@ -28,6 +28,7 @@ pub mod report;
 pub mod run;
 pub mod source;
 pub mod stacks;
+pub mod vmig_engines;
 pub mod wire;
 
 /// The simulated KVM dirty ring shared with vmig's reaper benchmark.

@@ -29,7 +29,7 @@ use serde::Serialize;
 use crate::bitmap::{Flags, PageBitmap};
 use crate::config::{SimConfig, PAGE_SIZE};
 use crate::dest::DestDone;
-use crate::engines::{Busy, CompOut, Compressor};
+use crate::engines::{CompOut, Compressor};
 use crate::guest::Guest;
 use crate::link::{Link, WINDOW};
 use crate::memory::GuestRam;
@@ -412,26 +412,38 @@ impl<'a> Source<'a> {
         let em = &mut self.em;
         while comp.poll(&mut |k, out| em.result(k, out)) {}
         let ptr = self.ram.page_ptr(page) as *const u8;
-        // SAFETY: guest RAM outlives the compressor (both borrowed for 'a
-        // of this Source, the RAM from the caller), so the page stays mapped
+        // SAFETY (both submits): guest RAM outlives the compressor (both
+        // borrowed for this Source's lifetime), so the page stays mapped
         // until its result is returned.
-        match unsafe { comp.submit(page, ptr, self.cfg.compress_wait) } {
-            Ok(()) => em.inflight.set(page),
-            Err(Busy) if em.inflight.test(page) => {
-                // An older copy is still being compressed: a raw copy now
-                // could reach the destination before it. Queue behind it.
-                // SAFETY: as above.
-                while unsafe { comp.submit(page, ptr, true) }.is_err() {
-                    comp.wait_result(&mut |k, out| em.result(k, out));
-                }
+        if unsafe { comp.submit(page, ptr, self.cfg.compress_wait) }.is_ok() {
+            em.inflight.set(page);
+            return Ok(());
+        }
+        if !self.cfg.compress_wait && !em.inflight.test(page) {
+            // QEMU compress-wait-thread=off: send it uncompressed.
+            em.stats.busy_raw_pages += 1;
+            em.raw(page);
+            return Ok(());
+        }
+        // Waiting, or an older copy is still being compressed (a raw copy
+        // now could reach the destination before it): collect results until
+        // the pool takes the page. The pool also refuses, even with `wait`,
+        // while its result queue is full: only collecting frees it.
+        loop {
+            let got = comp.wait_result(&mut |k, out| em.result(k, out));
+            // SAFETY: as above.
+            if unsafe { comp.submit(page, ptr, true) }.is_ok() {
                 em.inflight.set(page);
+                return Ok(());
             }
-            Err(Busy) => {
+            if !got {
+                // Nothing in flight and still refused: cannot happen with
+                // a working pool; send the page raw rather than spin.
                 em.stats.busy_raw_pages += 1;
                 em.raw(page);
+                return Ok(());
             }
         }
-        Ok(())
     }
 
     /// Sends every result still in flight.
