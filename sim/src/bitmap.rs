@@ -37,10 +37,11 @@ impl AtomicBitmap {
         &self.words[w]
     }
 
-    /// Sets every bit, with `order` on each word.
+    /// Sets every bit with one read-modify-write per word, `order` on
+    /// each (an RMW, unlike a store, synchronises with the RMWs before it).
     pub fn set_all(&self, order: Ordering) {
         for (w, word) in self.words.iter().enumerate() {
-            word.store(mask_for_word(self.bits, w), order);
+            word.fetch_or(mask_for_word(self.bits, w), order);
         }
     }
 }

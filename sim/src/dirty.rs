@@ -95,10 +95,12 @@ impl DirtyLog {
     /// Starts dirty logging: write-protects every page. The caller treats
     /// every page as dirty for the first pass.
     pub fn start(&self) {
-        // Release: a vCPU's P1 that reads the bit set also sees everything
-        // before logging started (nothing it needs today; kept cheap and
-        // honest). Pairs with P1's Acquire half.
-        self.protect.set_all(Ordering::Release);
+        // S1 (AcqRel RMW per word): write-protect everything. Pairs with P1
+        // in `VcpuDirty::wrote`, like R1: a vCPU write whose P1 came before
+        // S1 in the word's modification order happens-before S1, hence
+        // before the migration thread's first read of the page (same
+        // thread); a P1 after S1 finds the page protected and logs it.
+        self.protect.set_all(Ordering::AcqRel);
     }
 
     /// Harvests every ring: re-protects the pages, then marks them dirty.
@@ -167,6 +169,7 @@ impl DirtyLog {
 
     /// Entries pushed into all rings.
     pub fn pushed(&self) -> u64 {
+        // Relaxed: a statistic (RingStats' rule).
         self.stats.iter().map(|s| s.stats().pushed.load(Ordering::Relaxed)).sum()
     }
 

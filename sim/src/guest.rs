@@ -89,7 +89,9 @@ impl Guest {
     /// stalled on a full ring is released by reaping (the reaper thread still
     /// runs); a throttled one is kicked.
     pub fn stop_vcpus(&mut self) {
-        self.shared.stop_vcpus.store(true, Ordering::SeqCst);
+        // Relaxed: only a request; `join` below orders everything the vCPUs
+        // did before the caller goes on.
+        self.shared.stop_vcpus.store(true, Ordering::Relaxed);
         self.shared.throttle.kick_all();
         for h in self.vcpus.drain(..) {
             while !h.is_finished() {
@@ -103,7 +105,8 @@ impl Guest {
 
     /// Stops the reaper thread.
     pub fn stop_reaper(&mut self) {
-        self.shared.stop_reaper.store(true, Ordering::SeqCst);
+        // Relaxed: only a request; `join` below orders the reaper's work.
+        self.shared.stop_reaper.store(true, Ordering::Relaxed);
         if let Some(h) = self.reaper.take() {
             while !h.is_finished() {
                 self.shared.reaper.kick();
@@ -128,6 +131,7 @@ fn vcpu_loop(s: &GuestShared, id: u32, mut dirty: VcpuDirty, w: Workload) {
     let per_batch = Duration::from_nanos(batch * 1_000_000_000 / w.rate.max(1));
     let mut deadline = Instant::now();
     let mut counter = 0u64;
+    // Relaxed: a stop request carries no data (the stopper joins us).
     'run: while !s.stop_vcpus.load(Ordering::Relaxed) {
         // Safe point: the throttle takes its share here. Time asleep is not
         // guest running time, so the schedule moves by it.
@@ -166,6 +170,8 @@ fn vcpu_loop(s: &GuestShared, id: u32, mut dirty: VcpuDirty, w: Workload) {
 }
 
 fn reaper_loop(s: &GuestShared) {
+    // Relaxed (both loads): a stop request carries no data (the stopper
+    // joins us).
     while !s.stop_reaper.load(Ordering::Relaxed) {
         s.reaper.wait();
         if s.stop_reaper.load(Ordering::Relaxed) {

@@ -80,18 +80,18 @@ pub struct Report {
 /// QEMU's compression section.
 #[derive(Clone, Debug, Serialize)]
 pub struct CompSummary {
-    /// Pages through the compression threads.
+    /// Pages the compression threads compressed (the engine's count).
     pub pages: u64,
-    /// Of which all zero.
+    /// Pages the compression threads found all zero.
     pub zero_pages: u64,
     /// Pages sent raw because every thread was busy.
     pub busy: u64,
     /// busy / (pages + busy).
     pub busy_rate: f64,
-    /// Bytes of zlib output.
+    /// Bytes of zlib streams sent.
     pub compressed_bytes: u64,
-    /// Uncompressed / compressed bytes of the compressed pages (QEMU 7.2's
-    /// "compression rate").
+    /// Uncompressed / compressed bytes of the compressed pages sent (QEMU
+    /// 7.2's "compression rate").
     pub ratio: f64,
 }
 
@@ -121,14 +121,13 @@ impl Report {
             Status::Failed(e) => ("failed".to_string(), Some(e)),
         };
         let compression = comp.map(|c| {
-            let nonzero = c.pages - c.zero_pages;
             CompSummary {
                 pages: c.pages,
                 zero_pages: c.zero_pages,
                 busy: source.busy_raw_pages,
                 busy_rate: ratio(source.busy_raw_pages, c.pages + source.busy_raw_pages),
-                compressed_bytes: c.bytes_out,
-                ratio: ratio(nonzero * PAGE_SIZE as u64, c.bytes_out),
+                compressed_bytes: source.compressed_bytes,
+                ratio: ratio(source.compressed_pages * PAGE_SIZE as u64, source.compressed_bytes),
             }
         });
         let guest_write_rate = guest_writes as f64 / guest_s.max(1e-9);
@@ -232,8 +231,6 @@ fn ratio(a: u64, b: u64) -> f64 {
 
 /// The `--compare` table: legacy and vmig side by side with vmig/legacy.
 pub fn compare_table(legacy: &Report, vmig: &Report) -> String {
-    let f0 = |v: f64| format!("{v:.0}");
-    let f2 = |v: f64| format!("{v:.2}");
     let done = |r: &Report| r.status == "completed";
     let rows: Vec<(&str, f64, f64, fn(f64) -> String)> = vec![
         ("total time (ms)", legacy.source.total_ms, vmig.source.total_ms, |v| format!("{v:.0}")),
@@ -258,7 +255,6 @@ pub fn compare_table(legacy: &Report, vmig: &Report) -> String {
         ("reaper wake-ups", legacy.reaper_wakeups as f64, vmig.reaper_wakeups as f64, |v| format!("{v:.0}")),
         ("guest writes/s", legacy.guest_write_rate, vmig.guest_write_rate, |v| format!("{v:.0}")),
     ];
-    let _ = (f0, f2);
     let mut o = String::new();
     let _ = writeln!(o, "{:<24} {:>14} {:>14} {:>12}", "", "legacy", "vmig", "vmig/legacy");
     let _ = writeln!(o, "{:<24} {:>14} {:>14} {:>12}", "status", legacy.status, vmig.status, "");

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use crate::config::{SimConfig, Stack, PAGE_SIZE};
+use crate::config::SimConfig;
 use crate::content::Corpus;
 use crate::dirty::DirtyLog;
 use crate::engines::{Compressor, Decompressor, GuestThrottle, ReaperCtl};
@@ -71,6 +71,7 @@ pub fn run(cfg: &SimConfig, corpus: &Corpus, progress: &mut dyn FnMut(&Progress)
         // Cancelled or failed: the guest would keep running on the source;
         // here it stops so the run can end.
         drop(guest);
+        // Relaxed: the vCPU threads have been joined (drop above).
         let guest_writes = shared.writes.load(Ordering::Relaxed);
         dest.join().map_err(|_| "destination thread panicked".to_string())?;
         let dest_stats = match done_rx.try_recv() {
@@ -121,18 +122,5 @@ pub fn verify(src: &GuestRam, dst: &GuestRam) -> Verification {
     match first {
         None => Verification::Match { pages: src.pages() },
         Some(first_page) => Verification::Mismatch { first_page, pages: count },
-    }
-}
-
-/// Bytes of guest RAM in a configuration, for messages.
-pub fn ram_bytes(cfg: &SimConfig) -> u64 {
-    cfg.nr_pages() * PAGE_SIZE as u64
-}
-
-/// The stack a config names, for messages.
-pub fn stack_name(cfg: &SimConfig) -> &'static str {
-    match cfg.stack {
-        Stack::Vmig => "vmig",
-        Stack::Legacy => "legacy",
     }
 }
