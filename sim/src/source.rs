@@ -236,7 +236,12 @@ impl<'a> Source<'a> {
         let t0 = Instant::now();
         let status = match self.migrate(t0, guest, done, progress) {
             Ok(s) => s,
-            Err(e) => Status::Failed(e.to_string()),
+            // A destination that failed closes the connection, so the
+            // source sees a broken pipe: report the destination's reason.
+            Err(e) => match done.recv_timeout(Duration::from_secs(2)) {
+                Ok(Err(d)) => Status::Failed(format!("destination: {d}")),
+                _ => Status::Failed(e.to_string()),
+            },
         };
         let mut st = self.em.stats;
         st.total_ms = ms(t0.elapsed());
