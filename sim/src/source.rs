@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::bitmap::{Flags, PageBitmap};
+use crate::bitmap::PageBitmap;
 use crate::config::{SimConfig, PAGE_SIZE};
 use crate::dest::DestDone;
 use crate::engines::{CompOut, Compressor};
@@ -109,7 +109,9 @@ pub struct SourceStats {
 struct Emitter<'a> {
     ram: &'a GuestRam,
     link: Link,
-    inflight: Flags,
+    /// Copies of each page queued for compression and not yet sent (a page
+    /// can be queued again before its older copy's result is collected).
+    inflight: Vec<u16>,
     stats: SourceStats,
     fault_page: Option<u64>,
     page_buf: Box<[u8; PAGE_SIZE]>,
@@ -133,7 +135,8 @@ impl Emitter<'_> {
 
     /// A compression result for `page`.
     fn result(&mut self, page: u64, out: CompOut<'_>) {
-        self.inflight.clear(page);
+        let n = &mut self.inflight[page as usize];
+        *n = n.saturating_sub(1);
         match out {
             CompOut::Zero => self.zero(page),
             CompOut::Data(z) => {
@@ -209,7 +212,7 @@ impl<'a> Source<'a> {
             em: Emitter {
                 ram,
                 link,
-                inflight: Flags::new(pages),
+                inflight: vec![0; pages as usize],
                 stats: SourceStats::default(),
                 fault_page: cfg.fault_corrupt_page,
                 page_buf: Box::new([0; PAGE_SIZE]),
@@ -421,10 +424,10 @@ impl<'a> Source<'a> {
         // borrowed for this Source's lifetime), so the page stays mapped
         // until its result is returned.
         if unsafe { comp.submit(page, ptr, self.cfg.compress_wait) }.is_ok() {
-            em.inflight.set(page);
+            em.inflight[page as usize] += 1;
             return Ok(());
         }
-        if !self.cfg.compress_wait && !em.inflight.test(page) {
+        if !self.cfg.compress_wait && em.inflight[page as usize] == 0 {
             // QEMU compress-wait-thread=off: send it uncompressed.
             em.stats.busy_raw_pages += 1;
             em.raw(page);
@@ -438,7 +441,7 @@ impl<'a> Source<'a> {
             let got = comp.wait_result(&mut |k, out| em.result(k, out));
             // SAFETY: as above.
             if unsafe { comp.submit(page, ptr, true) }.is_ok() {
-                em.inflight.set(page);
+                em.inflight[page as usize] += 1;
                 return Ok(());
             }
             if !got {
