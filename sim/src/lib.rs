@@ -15,6 +15,7 @@
 pub mod bitmap;
 pub mod config;
 pub mod content;
+pub mod converge;
 pub mod dest;
 pub mod dirty;
 pub mod engines;

@@ -28,6 +28,7 @@ use serde::Serialize;
 
 use crate::bitmap::PageBitmap;
 use crate::config::{SimConfig, PAGE_SIZE};
+use crate::converge::Trigger;
 use crate::dest::DestDone;
 use crate::engines::{CompOut, Compressor};
 use crate::guest::Guest;
@@ -194,11 +195,7 @@ pub struct Source<'a> {
     bmap: PageBitmap,
     cursor: u64,
     threshold: u64,
-    // Auto-converge accounting (QEMU RAMState fields of the same names).
-    time_last_bitmap_sync: Instant,
-    num_dirty_pages_period: u64,
-    bytes_xfer_prev: u64,
-    dirty_rate_high_cnt: u32,
+    trigger: Trigger,
 }
 
 impl<'a> Source<'a> {
@@ -221,10 +218,7 @@ impl<'a> Source<'a> {
             bmap: PageBitmap::new(pages),
             cursor: 0,
             threshold: 0,
-            time_last_bitmap_sync: Instant::now(),
-            num_dirty_pages_period: 0,
-            bytes_xfer_prev: 0,
-            dirty_rate_high_cnt: 0,
+            trigger: Trigger::new(cfg.throttle_initial, cfg.throttle_increment, cfg.throttle_max, Instant::now()),
         }
     }
 
@@ -269,7 +263,7 @@ impl<'a> Source<'a> {
         self.em.record(|b| wire::put_header(b, self.ram.pages()));
         self.em.link.flush()?;
         self.em.stats.setup_ms = ms(t0.elapsed());
-        self.time_last_bitmap_sync = Instant::now();
+        self.trigger = Trigger::new(self.cfg.throttle_initial, self.cfg.throttle_increment, self.cfg.throttle_max, Instant::now());
         let max_time = Duration::from_secs_f64(self.cfg.max_time_s);
         let mut window_start = Instant::now();
         let mut window_bytes = self.em.link.transferred;
@@ -296,7 +290,7 @@ impl<'a> Source<'a> {
             // QEMU ram_save_pending: sync when below the threshold.
             let mut pending = self.bmap.count() * PAGE_SIZE as u64;
             if pending < self.threshold || pending == 0 {
-                self.sync(guest);
+                self.sync(guest, true);
                 pending = self.bmap.count() * PAGE_SIZE as u64;
             }
             if pending > 0 && pending >= self.threshold {
@@ -311,7 +305,7 @@ impl<'a> Source<'a> {
         guest.stop_vcpus();
         guest.stop_reaper();
         shared.throttle.set(0);
-        self.sync(guest);
+        self.sync(guest, false);
         self.cursor = 0;
         while let Some(p) = self.bmap.take_next(self.cursor) {
             self.cursor = p + 1;
@@ -344,39 +338,23 @@ impl<'a> Source<'a> {
     }
 
     /// QEMU migration_bitmap_sync, with migration_trigger_throttle.
-    fn sync(&mut self, guest: &Guest) {
+    /// `during_precopy` false: the final sync with the vCPUs stopped. QEMU
+    /// runs the trigger there too, but a raise can no longer matter; skipping
+    /// it keeps "throttle reached" the throttle the guest actually ran under.
+    fn sync(&mut self, guest: &Guest, during_precopy: bool) {
         let shared = &guest.shared;
-        self.num_dirty_pages_period += shared.log.sync_into(&mut self.bmap);
+        let new = shared.log.sync_into(&mut self.bmap);
         self.em.stats.dirty_sync_count += 1;
-        let now = Instant::now();
-        let period = now - self.time_last_bitmap_sync;
-        if period <= Duration::from_secs(1) {
+        if !during_precopy {
             return;
         }
-        let transferred = self.em.link.transferred;
-        let bytes_xfer_period = transferred - self.bytes_xfer_prev;
-        let bytes_dirty_period = self.num_dirty_pages_period * PAGE_SIZE as u64;
-        // QEMU throttle-trigger-threshold: 50%.
-        let bytes_dirty_threshold = bytes_xfer_period * 50 / 100;
-        if self.cfg.auto_converge && bytes_dirty_period > bytes_dirty_threshold {
-            self.dirty_rate_high_cnt += 1;
-            if self.dirty_rate_high_cnt >= 2 {
-                self.dirty_rate_high_cnt = 0;
-                // QEMU mig_throttle_guest_down.
-                let t = &shared.throttle;
-                let pct = if t.get() == 0 {
-                    self.cfg.throttle_initial
-                } else {
-                    (t.get() + self.cfg.throttle_increment).min(self.cfg.throttle_max)
-                };
-                t.set(pct);
-                self.em.stats.throttle_max_pct = self.em.stats.throttle_max_pct.max(pct);
-            }
+        let t = &shared.throttle;
+        let raise = self.trigger.on_sync(Instant::now(), new, PAGE_SIZE as u64, self.em.link.transferred, t.get());
+        self.em.stats.dirty_pages_rate = self.trigger.dirty_pages_rate;
+        if let Some(pct) = raise.filter(|_| self.cfg.auto_converge) {
+            t.set(pct);
+            self.em.stats.throttle_max_pct = self.em.stats.throttle_max_pct.max(pct);
         }
-        self.em.stats.dirty_pages_rate = (self.num_dirty_pages_period as f64 / period.as_secs_f64()) as u64;
-        self.time_last_bitmap_sync = now;
-        self.num_dirty_pages_period = 0;
-        self.bytes_xfer_prev = transferred;
     }
 
     /// Sends dirty pages until `until`, or until what is left drops below
