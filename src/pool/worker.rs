@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::job::{RouteTable, Slot};
+use super::tsan::Tsan;
 use super::wake::{spin_for, WakeFlag};
 use crate::error::{Error, Result};
 use crate::ring::{self, Consumer, MpProducer, Producer};
@@ -88,6 +89,7 @@ pub(crate) struct Engine<J: Send + 'static> {
     /// the done ring full.
     max_in_flight: usize,
     pub counters: EngineCounters,
+    tsan: Tsan,
 }
 
 impl<J: Send + 'static> Engine<J> {
@@ -117,15 +119,16 @@ impl<J: Send + 'static> Engine<J> {
             in_flight: 0,
             max_in_flight: max,
             counters: EngineCounters { per_worker: vec![0; threads as usize], ..Default::default() },
+            tsan: Tsan::detect(),
         };
         for index in 0..threads {
             let work = make_work(index)?;
             let (tx, rx) = ring::spsc::<SlotBox<J>>(depth)?;
             let wake = Arc::new(WakeFlag::new());
-            let (wake2, shared, done_tx) = (wake.clone(), engine.shared.clone(), done_tx.clone());
+            let (wake2, shared, done_tx, tsan) = (wake.clone(), engine.shared.clone(), done_tx.clone(), engine.tsan);
             let thread = std::thread::Builder::new()
                 .name(format!("{name}/{index}"))
-                .spawn(move || worker_main(work, rx, done_tx, &wake2, &shared))
+                .spawn(move || worker_main(work, rx, done_tx, &wake2, &shared, tsan))
                 .map_err(|_| Error::ThreadSpawn)?;
             engine.workers.push(WorkerHandle { tx, wake, thread: Some(thread) });
         }
@@ -211,6 +214,7 @@ impl<J: Send + 'static> Engine<J> {
             let w = (first + i) % n;
             slot.worker = w as u32;
             let key = slot.key;
+            self.tsan.release(&*slot);
             match self.workers[w].tx.enqueue(slot) {
                 Ok(()) => {
                     self.routes.add(key, w as u32);
@@ -235,6 +239,7 @@ impl<J: Send + 'static> Engine<J> {
 
     #[inline]
     fn collected(&mut self, slot: &Slot<J>) {
+        self.tsan.acquire(slot);
         self.in_flight -= 1;
         self.routes.remove(slot.key);
         self.counters.per_worker[slot.worker as usize] += 1;
@@ -316,6 +321,7 @@ fn worker_main<W: Work>(
     done: MpProducer<SlotBox<W::Job>>,
     wake: &WakeFlag,
     shared: &Shared,
+    tsan: Tsan,
 ) {
     loop {
         let slot = match rx.dequeue() {
@@ -349,6 +355,7 @@ fn worker_main<W: Work>(
             }
         };
         let mut slot = slot;
+        tsan.acquire(&*slot);
         // Relaxed: a shortcut only; pages queued at shutdown are dropped,
         // not processed (their memory may be gone once free returns).
         if shared.shutdown.load(Ordering::Relaxed) {
@@ -358,6 +365,7 @@ fn worker_main<W: Work>(
         if catch_unwind(AssertUnwindSafe(|| work.run(&mut slot.job))).is_err() {
             W::fail(&mut slot.job);
         }
+        tsan.release(&*slot);
         // The done ring holds max_in_flight >= every slot that exists in
         // flight, so this never loops; be robust if it ever did.
         while let Err(s) = done.enqueue(slot) {
