@@ -53,6 +53,11 @@ type SlotBox<J> = Box<Slot<J>>;
 struct Shared {
     /// The submitter's flag: it sleeps on it in `wait_one`/`submit(wait)`.
     waiter: WakeFlag,
+    /// Why the submitter sleeps: `true` = for ring space (`submit`), `false`
+    /// = for a result (`wait_one`, `flush`). Written before `prepare_sleep`
+    /// (F1), read by workers after `is_sleeping` (F2): the Dekker pair
+    /// orders it like the flag itself.
+    wants_space: AtomicBool,
     /// Set once by `Drop`; workers exit when they see it.
     shutdown: AtomicBool,
 }
@@ -112,7 +117,11 @@ impl<J: Send + 'static> Engine<J> {
         let mut engine = Engine {
             workers: Vec::with_capacity(threads as usize),
             done,
-            shared: Arc::new(Shared { waiter: WakeFlag::new(), shutdown: AtomicBool::new(false) }),
+            shared: Arc::new(Shared {
+                waiter: WakeFlag::new(),
+                wants_space: AtomicBool::new(false),
+                shutdown: AtomicBool::new(false),
+            }),
             routes: RouteTable::with_capacity(max)?,
             ready,
             next: 0,
@@ -128,7 +137,7 @@ impl<J: Send + 'static> Engine<J> {
             let (wake2, shared, done_tx, tsan) = (wake.clone(), engine.shared.clone(), done_tx.clone(), engine.tsan);
             let thread = std::thread::Builder::new()
                 .name(format!("{name}/{index}"))
-                .spawn(move || worker_main(work, rx, done_tx, &wake2, &shared, tsan))
+                .spawn(move || worker_main(work, rx, done_tx, &wake2, &shared, tsan, depth / 2))
                 .map_err(|_| Error::ThreadSpawn)?;
             engine.workers.push(WorkerHandle { tx, wake, thread: Some(thread) });
         }
@@ -186,6 +195,8 @@ impl<J: Send + 'static> Engine<J> {
             if spin_for(has_room).is_some() {
                 continue;
             }
+            // Relaxed: ordered by F1 in `prepare_sleep`, read after F2.
+            self.shared.wants_space.store(true, Ordering::Relaxed);
             self.shared.waiter.prepare_sleep();
             match self.try_enqueue(slot, pinned) {
                 Ok(w) => {
@@ -260,6 +271,8 @@ impl<J: Send + 'static> Engine<J> {
                 self.collected(&s);
                 return Some(s);
             }
+            // Relaxed: ordered by F1 in `prepare_sleep`, read after F2.
+            self.shared.wants_space.store(false, Ordering::Relaxed);
             self.shared.waiter.prepare_sleep();
             if let Some(s) = self.done.dequeue() {
                 self.shared.waiter.cancel_sleep();
@@ -285,6 +298,8 @@ impl<J: Send + 'static> Engine<J> {
                 self.ready.push_back(s);
                 continue;
             }
+            // Relaxed: ordered by F1 in `prepare_sleep`, read after F2.
+            self.shared.wants_space.store(false, Ordering::Relaxed);
             self.shared.waiter.prepare_sleep();
             if let Some(s) = self.done.dequeue() {
                 self.shared.waiter.cancel_sleep();
@@ -322,6 +337,7 @@ fn worker_main<W: Work>(
     wake: &WakeFlag,
     shared: &Shared,
     tsan: Tsan,
+    low_water: u32,
 ) {
     loop {
         let slot = match rx.dequeue() {
@@ -372,7 +388,17 @@ fn worker_main<W: Work>(
             slot = s;
             crate::sync::yield_now();
         }
-        shared.waiter.wake_if_sleeping();
+        if shared.waiter.is_sleeping() {
+            // A submitter waiting for a result is woken at once. One waiting
+            // for ring space is woken only once this ring is down to half
+            // (hysteresis): it then refills depth/2 slots per wake-up instead
+            // of one, and the pages still queued here keep this worker busy
+            // while it wakes (~70 us). Every full ring drains to half, so the
+            // wake cannot be missed. Relaxed: ordered by F1/F2, see Shared.
+            if !shared.wants_space.load(Ordering::Relaxed) || rx.count() <= low_water {
+                shared.waiter.wake_sleeper();
+            }
+        }
     }
 }
 
