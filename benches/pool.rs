@@ -296,8 +296,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` lists; nothing to list.
     }
-    let n = env_num("VMIG_BENCH_PAGES", 8192);
-    let passes = env_num("VMIG_BENCH_PASSES", 3);
+    // `cargo bench` passes --bench; `cargo test --all-targets` does not and
+    // gets a smoke run that only checks every model completes.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let n = env_num("VMIG_BENCH_PAGES", if smoke { 256 } else { 8192 });
+    let passes = env_num("VMIG_BENCH_PASSES", if smoke { 1 } else { 3 });
     let level = env_num("VMIG_BENCH_LEVEL", 1) as i32;
     let threads = env_list("VMIG_BENCH_THREADS", &[1, 2, 4, 8]);
     let depths = env_list("VMIG_BENCH_DEPTHS", &[]);
