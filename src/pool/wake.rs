@@ -52,15 +52,25 @@ const SLEEPING: u32 = 1;
 ///
 /// Measured on the 2-core CI machine: a cross-CPU futex wake round trip costs
 /// ~70 us, a spinning hand-off ~55 ns, and compressing one 4 KiB page with
-/// zlib-rs level 1 ~16 us. Spinning is worth it while the expected wait is
-/// shorter than the wake it avoids; the classic competitive bound says spin
-/// for about the cost of blocking, so anything up to ~70 us never loses more
-/// than 2x. We stop well short of that, at 20 us (about one page), because on
-/// a 2-core host the thread we wait for may need the core we spin on: past
-/// [`SPIN_PAUSES`] the loop calls `sched_yield` so a runnable producer or
-/// worker gets the CPU. It is a constant, not a config field, because it
-/// depends on the costs above (kernel and CPU), not on the pool's shape.
-pub const SPIN_BUDGET_NS: u64 = 20_000;
+/// zlib-rs level 1 ~16 us (~33 us for the benchmark's code/text mix).
+///
+/// * Spinning pays off while the expected wait is shorter than the wake it
+///   avoids; the classic competitive bound says spin for about the cost of
+///   blocking, so any budget up to ~70 us loses at most 2x against an oracle.
+/// * A sleep is dearer than its latency suggests: the `FUTEX_WAKE` runs on
+///   the *waker*, i.e. on a worker between two pages, or on the migration
+///   thread between two submissions. A submitter blocked on a full ring gets
+///   a free slot within one page time, so the budget must cover one page at
+///   the usual levels or every refill costs a worker a system call.
+///
+/// 50 us covers one to three pages at level 1 and stays under the wake cost.
+/// Past [`SPIN_PAUSES`] the loop calls `sched_yield`, so on an oversubscribed
+/// host (more workers than cores) a spinning thread hands its CPU to a
+/// runnable worker instead of burning it. It is a constant, not a config
+/// field, because it follows from kernel and CPU costs, not from the pool's
+/// shape; `cargo bench --bench pool` prints the migration thread's CPU time
+/// per page, which is where its price shows.
+pub const SPIN_BUDGET_NS: u64 = 50_000;
 
 /// Busy-wait rounds (`pause` instructions) before the spin loop starts
 /// yielding: ~1-2 us on current x86, enough to catch a result that is about
