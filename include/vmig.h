@@ -66,7 +66,7 @@ typedef struct {
   uint32_t ring_size;
   // Shortest interval returned, >= 1. Default 1000 us.
   uint64_t min_interval_us;
-  // Longest interval returned, >= min_interval_us. Default 1 s.
+  // Longest interval returned, >= min_interval_us. Default 2 s.
   uint64_t max_interval_us;
   // FIXED: the interval, > 0. Default 1 s.
   uint64_t fixed_interval_us;
