@@ -256,7 +256,7 @@ fn main() {
     let ring_size: u32 = env("VMIG_REAPER_RING", 4096);
     let p = Params { vcpus: env("VMIG_REAPER_VCPUS", 2), secs: env("VMIG_REAPER_SECS", 3.0), ring: DirtyRingConfig::kvm(ring_size) };
     let only: Option<String> = std::env::var("VMIG_REAPER_PROFILE").ok();
-    let profiles: Vec<Profile> = Profile::ALL.into_iter().filter(|pr| only.as_deref().is_none_or(|o| o == pr.name())).collect();
+    let profiles: Vec<Profile> = Profile::ALL.into_iter().filter(|pr| only.as_deref().map_or(true, |o| o == pr.name())).collect();
     println!(
         "reaper bench: {} vCPUs, ring {} (soft limit {}), {} s per run, load {}",
         p.vcpus, p.ring.capacity, p.ring.soft_limit, p.secs, loadavg()

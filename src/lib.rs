@@ -4,6 +4,7 @@
 //!
 //! * [`ring`]: a bounded lockless pointer ring (SPSC or MPSC).
 //! * [`reaper`]: the adaptive KVM dirty-ring reaper interval.
+//! * [`throttle`]: the accurate per-vCPU auto-converge throttle.
 //!
 //! The C ABI lives in `ffi` and follows one contract, documented there:
 //! `0` or a negative errno, NULL/out-of-range arguments rejected with
@@ -23,5 +24,7 @@ pub mod reaper;
 pub mod ring;
 /// cbindgen:ignore
 mod sync;
+/// cbindgen:ignore
+pub mod throttle;
 
 pub use error::{Error, Result};

@@ -17,6 +17,7 @@
 
 pub mod reaper;
 pub mod ring;
+pub mod throttle;
 pub mod version;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
