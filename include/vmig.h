@@ -417,7 +417,7 @@ int32_t vmig_throttle_vcpu_run(vmig_throttle *t, uint32_t vcpu);
 // Ends `vcpu`'s current vmig_throttle_vcpu_run() sleep early (e.g. to stop
 // the VM); if it is not sleeping, its next sleep ends at once (the kick is
 // kept until a sleep consumes it). The sleep not taken stays owed, at most
-// one nominal sleep's worth.
+// one throttle cycle's worth (timeslice / (1 - pct)).
 //
 // Returns 0, or -EINVAL for a NULL throttle or an out-of-range `vcpu`.
 //

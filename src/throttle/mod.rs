@@ -167,9 +167,15 @@ impl Throttle {
     pub fn vcpu_run(&self, vcpu: u32) -> Result<bool> {
         let slot = self.slot(vcpu)?;
         let s = self.setting();
+        if s.pct == 0 {
+            // Off: no lock, no clock. The account catches up with the new
+            // generation when throttling starts again (`sync`).
+            return Ok(false);
+        }
         let now = monotonic_ns();
         let owed = {
             let mut a = slot.account.lock();
+            a.sync(&s, now);
             match a.due_ns(&s) {
                 Some(due) if now < due => return Ok(false),
                 _ => a.begin_sleep(now, &s),
@@ -192,7 +198,7 @@ impl Throttle {
     /// Ends `vcpu`'s current [`vcpu_run`](Self::vcpu_run) sleep early, or
     /// its next one at once if it is not sleeping (the kick is kept until a
     /// sleep consumes it). The time not slept is owed later (at most one
-    /// nominal sleep is carried). Any thread.
+    /// throttle cycle is carried). Any thread.
     pub fn kick(&self, vcpu: u32) -> Result<()> {
         self.slot(vcpu)?.park.kick();
         Ok(())
