@@ -2,8 +2,11 @@
 //! shared with vmig's benchmarks (`benches/legacy/`, pulled in with
 //! `#[path]`, never part of libvmig.so).
 
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
 use crate::config::PAGE_SIZE;
-use crate::engines::{Busy, CompOut, CompStats, Compressor};
+use crate::engines::{Busy, CompOut, CompStats, Compressor, GuestThrottle};
 
 /// QEMU 7.2's compression threads (benches/legacy/compress.rs).
 #[path = "../../benches/legacy/compress.rs"]
@@ -70,5 +73,57 @@ impl Compressor for LegacyCompressor {
     fn stats(&self) -> CompStats {
         let s = self.0.stats();
         CompStats { pages: s.pages, zero_pages: s.zero_pages, busy: s.busy, bytes_out: s.bytes_out }
+    }
+}
+
+/// QEMU 7.2's VM-wide throttle timer (benches/legacy/throttle.rs).
+#[path = "../../benches/legacy/throttle.rs"]
+#[allow(missing_docs, dead_code)]
+mod throttle;
+
+/// `throttle::LegacyThrottle` with its timer thread.
+pub struct LegacyVmThrottle {
+    t: Arc<throttle::LegacyThrottle>,
+    timer: Option<JoinHandle<()>>,
+    vcpus: usize,
+}
+
+impl LegacyVmThrottle {
+    /// The VM-wide timer for `vcpus` vCPUs with QEMU's 10 ms timeslice.
+    pub fn new(vcpus: u32) -> Self {
+        let (t, timer) = throttle::LegacyThrottle::start(vcpus as usize, throttle::CPU_THROTTLE_TIMESLICE_NS);
+        LegacyVmThrottle { t, timer: Some(timer), vcpus: vcpus as usize }
+    }
+}
+
+impl GuestThrottle for LegacyVmThrottle {
+    fn set(&self, pct: u32) {
+        // cpu_throttle_set clamps to 1..=99; 0 is cpu_throttle_stop.
+        if pct == 0 {
+            self.t.stop();
+        } else {
+            self.t.set(pct);
+        }
+    }
+    fn get(&self) -> u32 {
+        self.t.get()
+    }
+    fn vcpu_run(&self, vcpu: u32) {
+        self.t.safe_point(vcpu as usize);
+    }
+    fn kick_all(&self) {
+        for v in 0..self.vcpus {
+            // cpu->stop: vm_stop ends a throttle sleep at once.
+            self.t.stop_vcpu(v, true);
+        }
+    }
+}
+
+impl Drop for LegacyVmThrottle {
+    fn drop(&mut self) {
+        self.t.shutdown();
+        if let Some(h) = self.timer.take() {
+            let _ = h.join();
+        }
     }
 }

@@ -20,8 +20,7 @@ pub mod dest;
 pub mod dirty;
 pub mod engines;
 pub mod guest;
-#[allow(missing_docs)]
-pub mod interim;
+pub mod legacy_engines;
 pub mod link;
 pub mod memory;
 pub mod prng;

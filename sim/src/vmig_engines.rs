@@ -1,12 +1,13 @@
 //! The engine seams implemented by vmig's own engines: `vmig::pool`
-//! (compression and decompression) and `vmig::reaper`.
+//! (compression and decompression), `vmig::reaper` and `vmig::throttle`.
 
 use vmig::pool::{CompConfig, CompPool, DecompPool};
 use vmig::reaper::{Policy, Reaper, ReaperConfig};
+use vmig::throttle::{Throttle, QEMU_TIMESLICE_NS};
 
 use crate::config::{ReaperPolicyKind, PAGE_SIZE};
 use crate::dirty::Reaped;
-use crate::engines::{Busy, CompOut, CompStats, Compressor, Decompressor, ReaperCtl};
+use crate::engines::{Busy, CompOut, CompStats, Compressor, Decompressor, GuestThrottle, ReaperCtl};
 
 /// `vmig::pool::CompPool`.
 pub struct VmigComp(CompPool);
@@ -126,5 +127,39 @@ impl ReaperCtl for VmigReaper {
     }
     fn kick(&self) {
         self.0.kick()
+    }
+}
+
+/// `vmig::throttle::Throttle`: a closed-loop account per vCPU.
+pub struct VmigThrottle {
+    t: Throttle,
+    vcpus: u32,
+}
+
+impl VmigThrottle {
+    /// A throttle for `vcpus` vCPUs with QEMU's 10 ms timeslice.
+    pub fn new(vcpus: u32) -> Result<Self, String> {
+        Throttle::new(vcpus, QEMU_TIMESLICE_NS)
+            .map(|t| VmigThrottle { t, vcpus })
+            .map_err(|e| format!("vmig throttle: {e}"))
+    }
+}
+
+impl GuestThrottle for VmigThrottle {
+    fn set(&self, pct: u32) {
+        // The migration thread only sets 0 or values clamped to 1..=99.
+        self.t.set(pct).expect("throttle percentage in 0..=99");
+    }
+    fn get(&self) -> u32 {
+        self.t.get()
+    }
+    fn vcpu_run(&self, vcpu: u32) {
+        // Only fails for an out-of-range vCPU index, which run() never uses.
+        let _ = self.t.vcpu_run(vcpu);
+    }
+    fn kick_all(&self) {
+        for v in 0..self.vcpus {
+            let _ = self.t.kick(v);
+        }
     }
 }

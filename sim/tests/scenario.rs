@@ -33,6 +33,34 @@ fn vmig_stack_converges_and_verifies() {
 }
 
 #[test]
+fn legacy_stack_converges_and_verifies() {
+    let r = run(&short(Stack::Legacy));
+    assert!(r.ok(), "{}", r.info_migrate());
+    assert_eq!(r.reaper_policy, "fixed");
+    assert!(r.source.compressed_pages > 0, "{}", r.info_migrate());
+}
+
+#[test]
+fn throttled_guest_converges_on_both_stacks() {
+    // A hot set rewritten faster than a 100 Mbit/s link drains it: only
+    // auto-converge gets this one to switch over. Big throttle steps keep
+    // the test short (QEMU's 20% + 10% steps need ~20 s here).
+    for stack in [Stack::Vmig, Stack::Legacy] {
+        let cfg = SimConfig {
+            working_set_bytes: 32 << 20,
+            dirty_rate: 20_000,
+            bandwidth: 100_000_000 / 8,
+            throttle_initial: 60,
+            throttle_increment: 20,
+            ..short(stack)
+        };
+        let r = run(&cfg);
+        assert!(r.ok(), "{}", r.info_migrate());
+        assert!(r.source.throttle_max_pct >= 20, "{}", r.info_migrate());
+    }
+}
+
+#[test]
 fn uncompressed_busy_raw_path_verifies() {
     // compress-wait-thread off with one thread: some pages go raw because
     // the thread is busy; the stream must still reassemble exactly.
