@@ -10,7 +10,7 @@ use crate::engines::{Busy, CompOut, CompStats, Compressor, GuestThrottle};
 
 /// QEMU 7.2's compression threads (benches/legacy/compress.rs).
 #[path = "../../benches/legacy/compress.rs"]
-#[allow(missing_docs, dead_code)]
+#[allow(missing_docs)]
 mod compress;
 
 /// `compress::LegacyComp`.
@@ -78,7 +78,7 @@ impl Compressor for LegacyCompressor {
 
 /// QEMU 7.2's VM-wide throttle timer (benches/legacy/throttle.rs).
 #[path = "../../benches/legacy/throttle.rs"]
-#[allow(missing_docs, dead_code)]
+#[allow(missing_docs)]
 mod throttle;
 
 /// `throttle::LegacyThrottle` with its timer thread.

@@ -229,10 +229,13 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
+/// One line of the compare table: name, legacy value, vmig value, format.
+type Row = (&'static str, f64, f64, fn(f64) -> String);
+
 /// The `--compare` table: legacy and vmig side by side with vmig/legacy.
 pub fn compare_table(legacy: &Report, vmig: &Report) -> String {
     let done = |r: &Report| r.status == "completed";
-    let rows: Vec<(&str, f64, f64, fn(f64) -> String)> = vec![
+    let rows: Vec<Row> = vec![
         ("total time (ms)", legacy.source.total_ms, vmig.source.total_ms, |v| format!("{v:.0}")),
         (
             "downtime (ms)",

@@ -398,9 +398,9 @@ impl<'a> Source<'a> {
         let em = &mut self.em;
         while comp.poll(&mut |k, out| em.result(k, out)) {}
         let ptr = self.ram.page_ptr(page) as *const u8;
-        // SAFETY (both submits): guest RAM outlives the compressor (both
-        // borrowed for this Source's lifetime), so the page stays mapped
-        // until its result is returned.
+        // SAFETY: guest RAM outlives the compressor (both borrowed for this
+        // Source's lifetime), so the page stays mapped until its result is
+        // returned. The same holds for the submit in the loop below.
         if unsafe { comp.submit(page, ptr, self.cfg.compress_wait) }.is_ok() {
             em.inflight[page as usize] += 1;
             return Ok(());

@@ -52,7 +52,7 @@ pub fn put_header(out: &mut Vec<u8>, nr_pages: u64) {
 }
 
 fn put_word(out: &mut Vec<u8>, page: u64, flags: u64) {
-    out.extend_from_slice(&(page * PAGE_SIZE as u64 | flags).to_be_bytes());
+    out.extend_from_slice(&((page * PAGE_SIZE as u64) | flags).to_be_bytes());
 }
 
 /// Appends a zero-page record.
