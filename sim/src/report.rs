@@ -132,7 +132,12 @@ impl Report {
         });
         let guest_write_rate = guest_writes as f64 / guest_s.max(1e-9);
         Report {
-            reaper_policy: format!("{:?}", cfg.reaper_policy()).to_lowercase(),
+            reaper_policy: match cfg.reaper_policy() {
+                crate::config::ReaperPolicyKind::Default => {
+                    format!("default ({:?})", vmig::reaper::ReaperConfig::default().policy).to_lowercase()
+                }
+                p => format!("{p:?}").to_lowercase(),
+            },
             config: cfg.clone(),
             status,
             status_detail,

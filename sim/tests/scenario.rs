@@ -92,3 +92,14 @@ fn corrupted_compressed_page_fails_the_migration() {
     assert!(!r.ok(), "{}", r.info_migrate());
     assert_eq!(r.status, "failed");
 }
+
+#[test]
+fn a_run_that_cannot_finish_in_time_is_cancelled() {
+    // 64 MiB over 50 Mbit/s needs about 10 s: cut at 1.5 s.
+    let cfg = SimConfig { bandwidth: 50_000_000 / 8, max_time_s: 1.5, ..short(Stack::Vmig) };
+    let r = run(&cfg);
+    assert_eq!(r.status, "cancelled", "{}", r.info_migrate());
+    assert!(r.status_detail.as_deref().unwrap_or("").contains("did not converge"));
+    assert_eq!(r.verification, Verification::NotRun);
+    assert!(r.source.remaining > 0 && r.source.total_ms < 5_000.0, "{}", r.info_migrate());
+}
