@@ -127,7 +127,7 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 2)]
     decompress_threads: u32,
     /// on: wait for a free compression thread; off: send the page raw when all are busy (QEMU compress-wait-thread).
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_onoff)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_onoff, action = clap::ArgAction::Set)]
     compress_wait_thread: bool,
     /// Maximum downtime in milliseconds (QEMU downtime-limit).
     #[arg(long, value_name = "MS", default_value_t = 300)]

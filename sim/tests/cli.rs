@@ -17,6 +17,8 @@ fn invalid_arguments_exit_2_with_a_message() {
         (&["--reaper", "sometimes"], "--reaper"),
         (&["--mix", "50,50,50,0"], "--mix"),
         (&["--bandwidth", "0"], "--bandwidth"),
+        (&["--compress-wait-thread", "maybe"], "--compress-wait-thread"),
+        (&["--dirty-ring-size", "1000"], "--dirty-ring-size"),
         (&["--no-such-option"], "--no-such-option"),
     ];
     for (args, needle) in cases {
@@ -47,13 +49,14 @@ const SHORT: &[&str] = &["--mem", "64M", "--working-set", "8M", "--dirty-rate", 
 #[test]
 fn short_run_prints_json_and_exits_0() {
     let mut args = SHORT.to_vec();
-    args.push("--json");
+    args.extend(["--json", "--compress-wait-thread", "off"]);
     let out = sim(&args);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert_eq!(v["status"], "completed");
     assert_eq!(v["verification"]["result"], "match");
     assert!(v["source"]["transferred"].as_u64().unwrap() > 0);
+    assert_eq!(v["config"]["compress_wait"], false);
 }
 
 #[test]
