@@ -180,7 +180,11 @@ impl Report {
         }
         let _ = writeln!(o, "total time: {:.0} milliseconds", s.total_ms);
         if self.status == "completed" {
-            let _ = writeln!(o, "downtime: {:.0} milliseconds", s.downtime_ms);
+            let _ = writeln!(
+                o,
+                "downtime: {:.0} milliseconds ({} pages; stop {:.0} ms, send {:.0} ms, destination {:.0} ms)",
+                s.downtime_ms, s.downtime_pages, s.downtime_stop_ms, s.downtime_send_ms, s.downtime_dest_ms
+            );
         } else {
             let _ = writeln!(o, "expected downtime: {:.0} milliseconds", s.expected_downtime_ms);
         }
