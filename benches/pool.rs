@@ -149,11 +149,13 @@ impl Probe {
         let th = rusage(libc::RUSAGE_THREAD);
         let pr = rusage(libc::RUSAGE_SELF);
         let cpu = (tv(th.ru_utime) + tv(th.ru_stime)) - (tv(self.thread.ru_utime) + tv(self.thread.ru_stime));
-        let csw = (pr.ru_nvcsw + pr.ru_nivcsw) - (self.proc_.ru_nvcsw + self.proc_.ru_nivcsw);
+        let vol = pr.ru_nvcsw - self.proc_.ru_nvcsw;
+        let csw = vol + pr.ru_nivcsw - self.proc_.ru_nivcsw;
         Sample {
             pps: pages as f64 / wall.as_secs_f64(),
             main_cpu_us: cpu.as_secs_f64() * 1e6 / pages as f64,
             csw: csw as f64 / pages as f64,
+            vol: vol as f64 / pages as f64,
         }
     }
 }
@@ -162,7 +164,10 @@ impl Probe {
 struct Sample {
     pps: f64,
     main_cpu_us: f64,
+    /// Voluntary + involuntary, all threads.
     csw: f64,
+    /// Voluntary only (sleeps); the rest is preemption.
+    vol: f64,
 }
 
 struct Row {
@@ -278,13 +283,14 @@ fn print_row(r: &Row, raw: f64, legacy: Option<&Row>) {
         None => ("      -".into(), "       -".into()),
     };
     println!(
-        "{:<26} {:>10.0} {:>7.2}x {} {:>9.2} {:>9.3} {} {:>7.1}% {:>8.3} {:>6.3}",
+        "{:<26} {:>10.0} {:>7.2}x {} {:>9.2} {:>9.3} {:>7.3} {} {:>7.1}% {:>8.3} {:>6.3}",
         r.name,
         r.s.pps,
         r.s.pps / raw,
         vs_legacy,
         r.s.main_cpu_us,
         r.s.csw,
+        r.s.vol,
         csw_gain,
         r.spread * 100.0,
         r.wakeups,
@@ -308,8 +314,8 @@ fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("corpus: {desc}; level {level}; {passes} passes; {} CPUs; loadavg {}", num_cpus(), load.trim());
     println!(
-        "{:<26} {:>10} {:>8} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6}",
-        "model", "pages/s", "vs raw", "vs leg", "main us/p", "csw/page", "csw gain", "spread", "wake/p", "ratio"
+        "{:<26} {:>10} {:>8} {:>7} {:>9} {:>9} {:>7} {:>8} {:>8} {:>8} {:>6}",
+        "model", "pages/s", "vs raw", "vs leg", "main us/p", "csw/page", "vol/p", "csw gain", "spread", "wake/p", "ratio"
     );
     let raw = run_raw(&pages, passes, level as u32);
     print_row(&raw, raw.s.pps, None);
