@@ -66,17 +66,24 @@ pub struct AimdConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PredictiveConfig {
     /// Fill of the fullest ring to aim for at the next reap, permille of the
-    /// ring size. Default 500: the rest of the ring absorbs a 2x rate jump
-    /// within one interval before the soft limit. 250 and 750 measured
-    /// worse in `cargo bench --bench reaper` (see docs/controllers.md):
-    /// 750 let bursts hit ring-full, 250 doubled the wake-ups for no fewer
-    /// ring-full events.
+    /// ring size. Default 500: a rate that jumps by up to `soft_limit /
+    /// target` (1.97x for a 4096-entry ring) within one interval is still
+    /// reaped before the soft limit. In the virtual-time sweep
+    /// (`cargo test --release --test reaper_policies -- --ignored
+    /// --nocapture`, docs/controllers.md) 750 costs 33% fewer reaps but
+    /// needs a 4 s decay to avoid bursty-profile exits, and in the threaded
+    /// bench (load 4-8) took 2-5 ring-full exits on steady-high and bursty
+    /// where 500 took 0-3; 250 doubles the reaps for no fewer exits.
     pub target_permille: u32,
     /// Time constant of the rate estimate's decay: a lower rate sample moves
     /// the estimate by `elapsed / (elapsed + decay_us)` of the gap; a higher
-    /// one replaces it at once (fast attack). Default 2 s: longer than the
-    /// off-phase of the bursty profile (0.8 s) so the next burst finds the
-    /// reaper still fast; measured in `cargo bench --bench reaper`.
+    /// one replaces it at once (fast attack). A pause in dirtying shorter
+    /// than `decay_us * ln(soft_limit / target)` (0.68 x decay at the
+    /// default target) ends without a ring-full exit. Default 2 s: remembers
+    /// a burst across 1.35 s of quiet; in the virtual-time sweep it is the
+    /// shortest decay with no exits on the bursty profile (0.8 s pauses) at
+    /// target 500 (1 s: 5 exits in 10 s), and longer decays only add reaps
+    /// (4 s: 90 reaps/s against 84 on bursty).
     pub decay_us: u64,
 }
 
@@ -87,7 +94,8 @@ pub struct ReaperConfig {
     /// Which policy runs.
     pub policy: Policy,
     /// Entries per vCPU dirty ring (KVM's `dirty-ring-size`). Default 4096,
-    /// the size QEMU users commonly set; a VMM must pass its own.
+    /// the smaller of the two sizes the LEVELS patch measured (4096, 65536);
+    /// a VMM must pass its own.
     pub ring_size: u32,
     /// Shortest interval any policy returns. Default 1 ms: a vCPU dirtying
     /// 1 M pages/s (4 GiB/s, the top of what a write-protect fault per page
