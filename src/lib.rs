@@ -5,6 +5,8 @@
 //! * [`ring`]: a bounded lockless pointer ring (SPSC or MPSC).
 //! * [`reaper`]: the adaptive KVM dirty-ring reaper interval.
 //! * [`throttle`]: the accurate per-vCPU auto-converge throttle.
+//! * [`pool`]: compression and decompression pools on that ring, wire
+//!   compatible with QEMU's compressed pages.
 //!
 //! The C ABI lives in `ffi` and follows one contract, documented there:
 //! `0` or a negative errno, NULL/out-of-range arguments rejected with
@@ -18,6 +20,8 @@
 /// cbindgen:ignore
 pub mod error;
 pub mod ffi;
+/// cbindgen:ignore
+pub mod pool;
 /// cbindgen:ignore
 pub mod reaper;
 /// cbindgen:ignore
