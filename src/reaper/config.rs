@@ -85,6 +85,15 @@ pub struct PredictiveConfig {
     /// target 500 (1 s: 5 exits in 10 s), and longer decays only add reaps
     /// (4 s: 90 reaps/s against 84 on bursty).
     pub decay_us: u64,
+    /// The first interval, before any rate is known (clamped to the
+    /// bounds). Default 10 ms. It must be long enough to measure the
+    /// slowest rate that matters, the one that fills the soft limit within
+    /// the maximum interval (4032 entries / 2 s = 2 k pages/s: 20 entries
+    /// in 10 ms), and short enough for fast vCPUs (200 k pages/s reach half
+    /// the ring in 10 ms). With a 1 ms probe the bench's steady-low profile
+    /// (5 k pages/s) found 0 entries, slept the maximum and took a ring-full
+    /// exit (`cargo bench --bench reaper`, load 8).
+    pub probe_us: u64,
 }
 
 /// Everything a reaper needs. [`ReaperConfig::default`] is the policy and
@@ -140,7 +149,7 @@ impl Default for ReaperConfig {
                 stable_count: 5,
             },
             aimd: AimdConfig { high_permille: 800, low_permille: 200, step_us: 20_000 },
-            predictive: PredictiveConfig { target_permille: 500, decay_us: 2_000_000 },
+            predictive: PredictiveConfig { target_permille: 500, decay_us: 2_000_000, probe_us: 10_000 },
         }
     }
 }
@@ -181,6 +190,9 @@ impl ReaperConfig {
         if p.target_permille == 0 || p.target_permille > 1000 {
             return bad("predictive target must be in 1..=1000 permille");
         }
+        if p.probe_us == 0 {
+            return bad("predictive probe interval is 0");
+        }
         Ok(())
     }
 
@@ -205,7 +217,7 @@ mod tests {
     #[test]
     fn rejects_bad_fields() {
         let base = ReaperConfig::default();
-        let cases: [fn(&mut ReaperConfig); 10] = [
+        let cases: [fn(&mut ReaperConfig); 11] = [
             |c| c.ring_size = 0,
             |c| c.min_interval_us = 0,
             |c| c.min_interval_us = c.max_interval_us + 1,
@@ -216,6 +228,7 @@ mod tests {
             |c| c.aimd.low_permille = c.aimd.high_permille,
             |c| c.predictive.target_permille = 0,
             |c| c.predictive.target_permille = 1001,
+            |c| c.predictive.probe_us = 0,
         ];
         for (i, f) in cases.iter().enumerate() {
             let mut c = base;
