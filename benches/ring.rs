@@ -1,1 +1,555 @@
-fn main() {}
+//! Ring throughput and latency against the usual Rust queues, in one run.
+//!
+//! `cargo bench --bench ring` prints, for each scenario, the median of
+//! several repetitions and vmig's ratio against every baseline measured in
+//! the same run (the machine is shared and noisy: compare ratios, not
+//! absolute numbers). `cargo test --benches` runs it in quick mode (tiny
+//! counts, one repetition) so the bench keeps compiling and stays correct.
+//!
+//! Every queue gets the same capacity ([`CAP`]) and the same waiting
+//! strategy when it is full or empty ([`Backoff`]), and moves `usize`s
+//! (vmig: `NonZeroUsize`, the same word), so the numbers compare the data
+//! structures rather than the wake-up policies.
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::num::NonZeroUsize;
+use std::sync::mpsc::{sync_channel, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Instant;
+
+use crossbeam_queue::ArrayQueue;
+
+/// Slots in every queue under test.
+const CAP: usize = 1024;
+/// Items per burst in the burst scenario.
+const BURST: usize = 32;
+
+struct Params {
+    /// Items moved per throughput repetition (split between producers).
+    items: usize,
+    /// Enqueue+dequeue pairs per latency repetition.
+    pairs: usize,
+    reps: usize,
+}
+
+/// Spin briefly, then yield: on a 2-core host with 3 threads (2 producers +
+/// consumer) pure spinning would burn the time slice of the thread we wait for.
+struct Backoff(u32);
+impl Backoff {
+    fn new() -> Self {
+        Backoff(0)
+    }
+    fn wait(&mut self) {
+        self.0 += 1;
+        if self.0 < 64 {
+            std::hint::spin_loop();
+        } else {
+            self.0 = 0;
+            thread::yield_now();
+        }
+    }
+}
+
+fn nz(v: usize) -> NonZeroUsize {
+    NonZeroUsize::new(v).unwrap()
+}
+
+/// Checks the consumer saw every producer's items exactly once, in order.
+/// Producer `p` sends `p + 1 + k * producers` for k = 0.. (never 0).
+struct Order {
+    next: Vec<usize>,
+}
+impl Order {
+    fn new(producers: usize) -> Self {
+        Order { next: (0..producers).map(|p| p + 1).collect() }
+    }
+    #[inline]
+    fn see(&mut self, v: usize) {
+        let p = (v - 1) % self.next.len();
+        assert_eq!(v, self.next[p], "lost, duplicated or reordered item");
+        self.next[p] += self.next.len();
+    }
+}
+
+/// Runs `producers` threads calling `produce(p, items_of_p)` and the
+/// consumer `consume(total)` on this thread; returns items per second.
+fn run_threads<P, C>(producers: usize, items: usize, produce: P, consume: C) -> f64
+where
+    P: Fn(usize, usize) + Send + Sync + 'static,
+    C: FnOnce(usize),
+{
+    let per = items / producers;
+    let produce = Arc::new(produce);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..producers)
+        .map(|p| {
+            let produce = produce.clone();
+            thread::spawn(move || produce(p, per))
+        })
+        .collect();
+    consume(per * producers);
+    let secs = start.elapsed().as_secs_f64();
+    for h in handles {
+        h.join().unwrap();
+    }
+    (per * producers) as f64 / secs
+}
+
+fn item(p: usize, k: usize, producers: usize) -> usize {
+    p + 1 + k * producers
+}
+
+fn vmig_spsc(items: usize) -> f64 {
+    let (tx, rx) = vmig::ring::spsc::<NonZeroUsize>(CAP as u32).unwrap();
+    let tx = Mutex::new(Some(tx));
+    run_threads(
+        1,
+        items,
+        move |_, n| {
+            let mut tx = tx.lock().unwrap().take().unwrap();
+            for k in 0..n {
+                let mut v = nz(item(0, k, 1));
+                let mut b = Backoff::new();
+                while let Err(back) = tx.enqueue(v) {
+                    v = back;
+                    b.wait();
+                }
+            }
+        },
+        |total| {
+            let mut order = Order::new(1);
+            let mut b = Backoff::new();
+            for _ in 0..total {
+                loop {
+                    if let Some(v) = rx.dequeue() {
+                        order.see(v.get());
+                        break;
+                    }
+                    b.wait();
+                }
+            }
+        },
+    )
+}
+
+fn vmig_mpsc(producers: usize, items: usize) -> f64 {
+    let (tx, rx) = vmig::ring::mpsc::<NonZeroUsize>(CAP as u32).unwrap();
+    run_threads(
+        producers,
+        items,
+        move |p, n| {
+            for k in 0..n {
+                let v = nz(item(p, k, producers));
+                let mut b = Backoff::new();
+                while tx.enqueue(v).is_err() {
+                    b.wait();
+                }
+            }
+        },
+        |total| {
+            let mut order = Order::new(producers);
+            let mut b = Backoff::new();
+            for _ in 0..total {
+                loop {
+                    if let Some(v) = rx.dequeue() {
+                        order.see(v.get());
+                        break;
+                    }
+                    b.wait();
+                }
+            }
+        },
+    )
+}
+
+fn vmig_spsc_burst(items: usize) -> f64 {
+    let (tx, rx) = vmig::ring::spsc::<NonZeroUsize>(CAP as u32).unwrap();
+    let tx = Mutex::new(Some(tx));
+    run_threads(
+        1,
+        items,
+        move |_, n| {
+            let mut tx = tx.lock().unwrap().take().unwrap();
+            let mut buf = Vec::with_capacity(BURST);
+            let mut k = 0;
+            let mut b = Backoff::new();
+            while k < n || !buf.is_empty() {
+                while buf.len() < BURST && k < n {
+                    buf.push(nz(item(0, k, 1)));
+                    k += 1;
+                }
+                if tx.enqueue_burst(&mut buf) == 0 {
+                    b.wait();
+                }
+            }
+        },
+        |total| {
+            let mut order = Order::new(1);
+            let mut out = Vec::with_capacity(BURST);
+            let mut got = 0;
+            let mut b = Backoff::new();
+            while got < total {
+                if rx.dequeue_burst(&mut out, BURST as u32) == 0 {
+                    b.wait();
+                }
+                for v in out.drain(..) {
+                    order.see(v.get());
+                    got += 1;
+                }
+            }
+        },
+    )
+}
+
+fn rtrb_spsc(items: usize) -> f64 {
+    let (tx, mut rx) = rtrb::RingBuffer::<usize>::new(CAP);
+    let tx = Mutex::new(Some(tx));
+    run_threads(
+        1,
+        items,
+        move |_, n| {
+            let mut tx = tx.lock().unwrap().take().unwrap();
+            for k in 0..n {
+                let v = item(0, k, 1);
+                let mut b = Backoff::new();
+                while tx.push(v).is_err() {
+                    b.wait();
+                }
+            }
+        },
+        |total| {
+            let mut order = Order::new(1);
+            let mut b = Backoff::new();
+            for _ in 0..total {
+                loop {
+                    if let Ok(v) = rx.pop() {
+                        order.see(v);
+                        break;
+                    }
+                    b.wait();
+                }
+            }
+        },
+    )
+}
+
+fn rtrb_spsc_burst(items: usize) -> f64 {
+    let (tx, mut rx) = rtrb::RingBuffer::<usize>::new(CAP);
+    let tx = Mutex::new(Some(tx));
+    run_threads(
+        1,
+        items,
+        move |_, n| {
+            let mut tx = tx.lock().unwrap().take().unwrap();
+            let mut buf = [0usize; BURST];
+            let mut k = 0;
+            let mut b = Backoff::new();
+            while k < n {
+                let len = BURST.min(n - k);
+                for (i, slot) in buf[..len].iter_mut().enumerate() {
+                    *slot = item(0, k + i, 1);
+                }
+                let mut rest: &[usize] = &buf[..len];
+                while !rest.is_empty() {
+                    let (done, left) = tx.push_partial_slice(rest);
+                    if done.is_empty() {
+                        b.wait();
+                    }
+                    rest = left;
+                }
+                k += len;
+            }
+        },
+        |total| {
+            let mut order = Order::new(1);
+            let mut buf = [0usize; BURST];
+            let mut got = 0;
+            let mut b = Backoff::new();
+            while got < total {
+                let (done, _) = rx.pop_partial_slice(&mut buf);
+                if done.is_empty() {
+                    b.wait();
+                }
+                for &v in done.iter() {
+                    order.see(v);
+                    got += 1;
+                }
+            }
+        },
+    )
+}
+
+fn arrayq(producers: usize, items: usize) -> f64 {
+    let q = Arc::new(ArrayQueue::<usize>::new(CAP));
+    let qp = q.clone();
+    run_threads(
+        producers,
+        items,
+        move |p, n| {
+            for k in 0..n {
+                let v = item(p, k, producers);
+                let mut b = Backoff::new();
+                while qp.push(v).is_err() {
+                    b.wait();
+                }
+            }
+        },
+        |total| {
+            let mut order = Order::new(producers);
+            let mut b = Backoff::new();
+            for _ in 0..total {
+                loop {
+                    if let Some(v) = q.pop() {
+                        order.see(v);
+                        break;
+                    }
+                    b.wait();
+                }
+            }
+        },
+    )
+}
+
+/// ArrayQueue has no burst call: a burst is 32 single operations.
+fn arrayq_burst(items: usize) -> f64 {
+    let q = Arc::new(ArrayQueue::<usize>::new(CAP));
+    let qp = q.clone();
+    run_threads(
+        1,
+        items,
+        move |_, n| {
+            let mut b = Backoff::new();
+            let mut k = 0;
+            while k < n {
+                let len = BURST.min(n - k);
+                let mut i = 0;
+                while i < len {
+                    if qp.push(item(0, k + i, 1)).is_ok() {
+                        i += 1;
+                    } else {
+                        b.wait();
+                    }
+                }
+                k += len;
+            }
+        },
+        |total| {
+            let mut order = Order::new(1);
+            let mut got = 0;
+            let mut b = Backoff::new();
+            while got < total {
+                let mut moved = 0;
+                while moved < BURST {
+                    match q.pop() {
+                        Some(v) => {
+                            order.see(v);
+                            moved += 1;
+                        }
+                        None => break,
+                    }
+                }
+                if moved == 0 {
+                    b.wait();
+                }
+                got += moved;
+            }
+        },
+    )
+}
+
+fn channel(producers: usize, items: usize) -> f64 {
+    let (tx, rx) = sync_channel::<usize>(CAP);
+    let tx = Mutex::new(tx);
+    run_threads(
+        producers,
+        items,
+        move |p, n| {
+            let tx = tx.lock().unwrap().clone();
+            for k in 0..n {
+                let mut v = item(p, k, producers);
+                let mut b = Backoff::new();
+                loop {
+                    match tx.try_send(v) {
+                        Ok(()) => break,
+                        Err(std::sync::mpsc::TrySendError::Full(back)) => {
+                            v = back;
+                            b.wait();
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        },
+        |total| {
+            let mut order = Order::new(producers);
+            let mut b = Backoff::new();
+            for _ in 0..total {
+                loop {
+                    match rx.try_recv() {
+                        Ok(v) => {
+                            order.see(v);
+                            break;
+                        }
+                        Err(TryRecvError::Empty) => b.wait(),
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn mutex_deque(producers: usize, items: usize) -> f64 {
+    let q = Arc::new(Mutex::new(VecDeque::<usize>::with_capacity(CAP)));
+    let qp = q.clone();
+    run_threads(
+        producers,
+        items,
+        move |p, n| {
+            for k in 0..n {
+                let v = item(p, k, producers);
+                let mut b = Backoff::new();
+                loop {
+                    {
+                        let mut g = qp.lock().unwrap();
+                        if g.len() < CAP {
+                            g.push_back(v);
+                            break;
+                        }
+                    }
+                    b.wait();
+                }
+            }
+        },
+        |total| {
+            let mut order = Order::new(producers);
+            let mut b = Backoff::new();
+            for _ in 0..total {
+                loop {
+                    let v = q.lock().unwrap().pop_front();
+                    if let Some(v) = v {
+                        order.see(v);
+                        break;
+                    }
+                    b.wait();
+                }
+            }
+        },
+    )
+}
+
+/// Nanoseconds per enqueue+dequeue pair on one thread (no contention: the
+/// cost of the instructions and fences themselves).
+fn pair_latency(pairs: usize, mut push: impl FnMut(usize), mut pop: impl FnMut() -> usize) -> f64 {
+    let start = Instant::now();
+    for k in 1..=pairs {
+        push(k);
+        let v = pop();
+        debug_assert_eq!(v, k);
+        black_box(v);
+    }
+    start.elapsed().as_nanos() as f64 / pairs as f64
+}
+
+fn latencies(pairs: usize) -> Vec<(&'static str, f64)> {
+    let (mut tx, rx) = vmig::ring::spsc::<NonZeroUsize>(CAP as u32).unwrap();
+    let vmig_sp = pair_latency(pairs, |v| tx.enqueue(nz(v)).unwrap(), || rx.dequeue().unwrap().get());
+    let (tx, rx) = vmig::ring::mpsc::<NonZeroUsize>(CAP as u32).unwrap();
+    let vmig_mp = pair_latency(pairs, |v| tx.enqueue(nz(v)).unwrap(), || rx.dequeue().unwrap().get());
+    let (mut tx, mut rx) = rtrb::RingBuffer::<usize>::new(CAP);
+    let rtrb = pair_latency(pairs, |v| tx.push(v).unwrap(), || rx.pop().unwrap());
+    let q = ArrayQueue::<usize>::new(CAP);
+    let aq = pair_latency(pairs, |v| q.push(v).unwrap(), || q.pop().unwrap());
+    let (tx, rx) = sync_channel::<usize>(CAP);
+    let ch = pair_latency(pairs, |v| tx.try_send(v).unwrap(), || rx.try_recv().unwrap());
+    let q = Mutex::new(VecDeque::<usize>::with_capacity(CAP));
+    let mx = pair_latency(pairs, |v| q.lock().unwrap().push_back(v), || q.lock().unwrap().pop_front().unwrap());
+    vec![
+        ("vmig spsc", vmig_sp),
+        ("vmig mpsc", vmig_mp),
+        ("rtrb", rtrb),
+        ("crossbeam ArrayQueue", aq),
+        ("std sync_channel", ch),
+        ("Mutex<VecDeque>", mx),
+    ]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn measure(p: &Params, f: impl Fn(usize) -> f64) -> f64 {
+    median((0..p.reps).map(|_| f(p.items)).collect())
+}
+
+/// Prints one throughput table: vmig first, then each baseline with
+/// vmig's ratio against it.
+fn table(title: &str, rows: &[(&str, f64)]) {
+    println!("\n{title}");
+    println!("  {:<28} {:>14} {:>12}", "queue", "Mitems/s", "vmig ratio");
+    let vmig = rows[0].1;
+    for (name, v) in rows {
+        let ratio = if *name == rows[0].0 { String::from("-") } else { format!("{:.2}x", vmig / v) };
+        println!("  {:<28} {:>14.1} {:>12}", name, v / 1e6, ratio);
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` does not.
+    let full = std::env::args().any(|a| a == "--bench");
+    let p = if full {
+        Params { items: 4_000_000, pairs: 20_000_000, reps: 7 }
+    } else {
+        Params { items: 20_000, pairs: 10_000, reps: 1 }
+    };
+    println!(
+        "ring bench: capacity {CAP} for every queue, {} items per run, median of {} runs{}",
+        p.items,
+        p.reps,
+        if full { "" } else { " (quick mode: numbers meaningless)" }
+    );
+
+    table(
+        "SPSC throughput",
+        &[
+            ("vmig spsc", measure(&p, vmig_spsc)),
+            ("rtrb", measure(&p, rtrb_spsc)),
+            ("crossbeam ArrayQueue", measure(&p, |n| arrayq(1, n))),
+            ("std sync_channel", measure(&p, |n| channel(1, n))),
+            ("Mutex<VecDeque>", measure(&p, |n| mutex_deque(1, n))),
+        ],
+    );
+    table(
+        "MPSC throughput, 2 producers",
+        &[
+            ("vmig mpsc", measure(&p, |n| vmig_mpsc(2, n))),
+            ("crossbeam ArrayQueue", measure(&p, |n| arrayq(2, n))),
+            ("std sync_channel", measure(&p, |n| channel(2, n))),
+            ("Mutex<VecDeque>", measure(&p, |n| mutex_deque(2, n))),
+        ],
+    );
+    table(
+        &format!("SPSC burst-of-{BURST} throughput"),
+        &[
+            ("vmig spsc burst", measure(&p, vmig_spsc_burst)),
+            ("rtrb push/pop_partial_slice", measure(&p, rtrb_spsc_burst)),
+            ("crossbeam ArrayQueue x32", measure(&p, arrayq_burst)),
+            ("vmig spsc single ops", measure(&p, vmig_spsc)),
+        ],
+    );
+
+    let runs: Vec<Vec<(&str, f64)>> = (0..p.reps).map(|_| latencies(p.pairs)).collect();
+    println!("\nSingle-thread enqueue+dequeue pair latency ({} pairs)", p.pairs);
+    println!("  {:<28} {:>14} {:>12}", "queue", "ns/pair", "vmig spsc ratio");
+    let med = |i: usize| median(runs.iter().map(|r| r[i].1).collect());
+    let vmig = med(0);
+    for (i, (name, _)) in runs[0].iter().enumerate() {
+        let v = med(i);
+        // Lower is better: the ratio is baseline time / vmig time.
+        let ratio = if i == 0 { String::from("-") } else { format!("{:.2}x", v / vmig) };
+        println!("  {:<28} {:>14.2} {:>12}", name, v, ratio);
+    }
+}

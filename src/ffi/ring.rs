@@ -35,14 +35,19 @@ pub struct vmig_ring {
 ///
 /// # Safety
 /// `ring` is NULL or points at memory given to vmig_ring_new/vmig_ring_init.
-unsafe fn ring_ref<'a>(ring: *const vmig_ring) -> Result<&'a RawRing> {
+unsafe fn ring_ptr(ring: *const vmig_ring) -> Result<NonNull<RawRing>> {
     let ring = NonNull::new(ring.cast_mut()).ok_or(Error::InvalidArgument("ring is NULL"))?;
     // SAFETY: the caller passes a pointer from vmig_ring_new/init.
-    let r = unsafe { ring.cast::<RawRing>().as_ref() };
-    if !r.is_live() {
-        return Err(Error::InvalidArgument("not an initialised ring"));
-    }
-    Ok(r)
+    unsafe { RawRing::from_handle(ring.cast()) }.ok_or(Error::InvalidArgument("not an initialised ring"))
+}
+
+/// As [`ring_ptr`], as a reference for the duration of one call.
+///
+/// # Safety
+/// As [`ring_ptr`]; the ring is not freed during the call.
+unsafe fn ring_ref<'a>(ring: *const vmig_ring) -> Result<&'a RawRing> {
+    // SAFETY: per the contract, a live ring stays live during the call.
+    Ok(unsafe { ring_ptr(ring)?.as_ref() })
 }
 
 /// Creates a ring of `capacity` slots (a power of two, 2..=2^30); it holds
@@ -70,9 +75,10 @@ pub extern "C" fn vmig_ring_new(capacity: u32, flags: u32) -> *mut vmig_ring {
 pub unsafe extern "C" fn vmig_ring_free(ring: *mut vmig_ring) {
     catch_or((), || {
         // SAFETY: per this function's contract.
-        if let Ok(r) = unsafe { ring_ref(ring) } {
-            // SAFETY: live ring, exclusive access per the thread-safety rule.
-            unsafe { RawRing::destroy(NonNull::from(r)) };
+        if let Ok(r) = unsafe { ring_ptr(ring) } {
+            // SAFETY: live ring, exclusive access per the thread-safety rule;
+            // `r` carries the provenance of the caller's pointer.
+            unsafe { RawRing::destroy(r) };
         }
     })
 }

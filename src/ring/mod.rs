@@ -31,7 +31,8 @@ use raw::RawRing;
 /// # Safety
 /// `from_ptr(into_ptr(x))` must give back `x`, and `into_ptr` must never
 /// return a pointer the ring could confuse with an empty slot (it cannot:
-/// `NonNull`).
+/// `NonNull`). Neither function may panic: the ring converts items between
+/// claiming slots and publishing them.
 pub unsafe trait RingItem: Send + Sized {
     /// Gives up ownership as a pointer.
     fn into_ptr(self) -> NonNull<()>;
@@ -92,8 +93,8 @@ unsafe impl<T: RingItem> Send for Shared<T> {}
 unsafe impl<T: RingItem> Sync for Shared<T> {}
 
 impl<T: RingItem> Shared<T> {
-    fn new(capacity: u32, flags: u32) -> Result<Arc<Self>> {
-        let raw = RawRing::alloc(capacity, flags)?;
+    fn new(capacity: u32, flags: u32, start: u32) -> Result<Arc<Self>> {
+        let raw = RawRing::alloc_at(capacity, flags, start)?;
         Ok(Arc::new(Shared { raw, _items: PhantomData }))
     }
 
@@ -118,15 +119,44 @@ impl<T: RingItem> Drop for Shared<T> {
 /// Creates a single-producer, single-consumer ring of `capacity` slots
 /// (a power of two in 2..=2^30); it holds `capacity` items.
 pub fn spsc<T: RingItem>(capacity: u32) -> Result<(Producer<T>, Consumer<T>)> {
-    let shared = Shared::new(capacity, 0)?;
-    Ok((Producer { shared: shared.clone(), _not_sync: PhantomData }, Consumer { shared, _not_sync: PhantomData }))
+    spsc_at(capacity, 0)
 }
 
 /// Creates a multi-producer, single-consumer ring of `capacity` slots
 /// (a power of two in 2..=2^30); it holds `capacity` items.
 pub fn mpsc<T: RingItem>(capacity: u32) -> Result<(MpProducer<T>, Consumer<T>)> {
-    let shared = Shared::new(capacity, raw::FLAG_MP)?;
+    mpsc_at(capacity, 0)
+}
+
+/// [`spsc`] with both indices starting at `start` (tests cross the `u32`
+/// index wrap by starting near `u32::MAX`).
+pub(crate) fn spsc_at<T: RingItem>(capacity: u32, start: u32) -> Result<(Producer<T>, Consumer<T>)> {
+    let shared = Shared::new(capacity, 0, start)?;
+    Ok((Producer { shared: shared.clone(), _not_sync: PhantomData }, Consumer { shared, _not_sync: PhantomData }))
+}
+
+/// [`mpsc`] with both indices starting at `start`.
+pub(crate) fn mpsc_at<T: RingItem>(capacity: u32, start: u32) -> Result<(MpProducer<T>, Consumer<T>)> {
+    let shared = Shared::new(capacity, raw::FLAG_MP, start)?;
     Ok((MpProducer { shared: shared.clone() }, Consumer { shared, _not_sync: PhantomData }))
+}
+
+/// Test hooks for the loom models in `tests/loom_ring.rs` (not an API:
+/// only built with `--cfg loom`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_hooks {
+    use super::*;
+
+    /// [`spsc`] with both indices starting at `start`.
+    pub fn spsc_at<T: RingItem>(capacity: u32, start: u32) -> Result<(Producer<T>, Consumer<T>)> {
+        super::spsc_at(capacity, start)
+    }
+
+    /// [`mpsc`] with both indices starting at `start`.
+    pub fn mpsc_at<T: RingItem>(capacity: u32, start: u32) -> Result<(MpProducer<T>, Consumer<T>)> {
+        super::mpsc_at(capacity, start)
+    }
 }
 
 /// The one producer of an [`spsc`] ring. `Send`, not `Clone`.
@@ -169,7 +199,7 @@ impl<T: RingItem> Producer<T> {
     }
 
     /// Enqueues items from the front of `items` while there is room; returns
-    /// how many moved (they are removed from `items`).
+    /// how many moved (they are removed from `items`; the rest stay, in order).
     pub fn enqueue_burst(&mut self, items: &mut Vec<T>) -> u32 {
         // SAFETY: `&mut self` on the only Producer: no concurrent enqueue.
         unsafe { burst_into(self.shared.raw(), items) }
@@ -219,21 +249,11 @@ impl<T: RingItem> MpProducer<T> {
 /// # Safety
 /// The caller may enqueue on `raw` now (SP: it is the only producer).
 unsafe fn burst_into<T: RingItem>(raw: &RawRing, items: &mut Vec<T>) -> u32 {
-    let want = items.len().min(raw.capacity() as usize);
-    let mut staged: Vec<*mut ()> = Vec::with_capacity(want);
-    for item in items.drain(..want) {
-        staged.push(item.into_ptr().as_ptr());
-    }
-    // SAFETY: forwarded producer contract.
-    let n = unsafe { raw.enqueue_burst(&staged) } as usize;
-    // Give back the ones that did not fit, at the front, in order.
-    let rest: Vec<T> = staged[n..]
-        .iter()
-        // SAFETY: not enqueued, so still owned here; each used once.
-        .map(|&p| unsafe { T::from_ptr(NonNull::new_unchecked(p)) })
-        .collect();
-    items.splice(0..0, rest);
-    n as u32
+    let want = u32::try_from(items.len()).unwrap_or(u32::MAX);
+    // SAFETY: forwarded producer contract. The ring asks for `n <= want`
+    // items once it has claimed room for them; `drain(..n)` yields exactly
+    // `n` non-NULL pointers, and neither it nor `into_ptr` panics.
+    unsafe { raw.enqueue_burst_with(want, |n| items.drain(..n as usize).map(|t| t.into_ptr().as_ptr())) }
 }
 
 impl<T: RingItem> Consumer<T> {
@@ -245,12 +265,12 @@ impl<T: RingItem> Consumer<T> {
 
     /// Dequeues up to `max` ready items onto the end of `out`; returns how many.
     pub fn dequeue_burst(&self, out: &mut Vec<T>, max: u32) -> u32 {
-        let mut buf = vec![std::ptr::null_mut(); max.min(self.capacity()) as usize];
-        // SAFETY: this is the only Consumer and it is !Sync.
-        let n = unsafe { self.shared.raw().dequeue_burst(&mut buf) };
-        // SAFETY: each pointer was enqueued by `into_ptr` and is taken once.
-        out.extend(buf[..n as usize].iter().map(|&p| unsafe { T::from_ptr(NonNull::new_unchecked(p)) }));
-        n
+        let max = max.min(self.capacity());
+        // Reserve first, so the pushes below cannot reallocate (and panic).
+        out.reserve(max as usize);
+        // SAFETY: this is the only Consumer and it is !Sync. Each pointer was
+        // enqueued by `into_ptr` and is taken once; the sink cannot panic.
+        unsafe { self.shared.raw().dequeue_burst_with(max, |p| out.push(T::from_ptr(p))) }
     }
 
     /// Items queued (a snapshot).
