@@ -3,6 +3,8 @@
 #   make check                the whole test suite (README's test command)
 #   make install PREFIX=/usr  library, header and pkg-config file
 #   make header               regenerate the checked-in include/vmig.h
+#   make qemu-check           QEMU 7.2 + qemu-patches/7.2: build, migration-test,
+#                             interop with Debian's stock QEMU (docs/qemu.md)
 
 CARGO     ?= cargo
 PREFIX    ?= /usr/local
@@ -13,7 +15,7 @@ VERSION   := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 SOMAJOR   := 0
 RELDIR    := target/release
 
-.PHONY: all release header check c-tests install uninstall clean
+.PHONY: all release header check c-tests install uninstall clean qemu-check
 
 all: release
 
@@ -27,6 +29,10 @@ header:
 # says which one failed.
 check:
 	scripts/check.sh
+
+# Needs root (apt-get) and about 20 minutes on 2 cores; see docs/qemu.md.
+qemu-check:
+	qemu-patches/check.sh
 
 c-tests: release
 	scripts/c-tests.sh
