@@ -47,7 +47,7 @@ mkdir -p "$work/logs"
 # ---------------------------------------------------------------- deps
 deps=(dpkg-dev patch ninja-build meson python3 python3-venv pkg-config
       gcc g++ make bison flex libglib2.0-dev libpixman-1-dev zlib1g-dev
-      libfdt-dev qemu-system-x86 seabios ipxe-qemu qemu-system-data)
+      libfdt-dev libslirp-dev qemu-system-x86 seabios ipxe-qemu qemu-system-data)
 
 # A deb-src twin of every enabled deb entry, derived at run time so that
 # no archive address is written down here.
@@ -142,9 +142,14 @@ build_patched() {
     if [ ! -f "$b/build.ninja" ]; then
         log "configuring the patched tree (-Dvmig=enabled)"
         mkdir -p "$b"
+        # A minimal x86_64 system emulator.  slirp stays enabled because
+        # Debian's binary has it: the default NIC's user-mode network then
+        # exists on both sides and its "slirp" vmstate section is expected
+        # by the destination (without it stock -> patched fails with
+        # "Unknown savevm section or instance 'slirp' 0").
         (cd "$b" && ../configure --target-list=x86_64-softmmu --disable-install-blobs \
             --disable-docs --without-default-features --enable-kvm --enable-tcg \
-            --disable-werror --enable-vmig) > "$work/logs/configure.log" 2>&1 ||
+            --enable-slirp --disable-werror --enable-vmig) > "$work/logs/configure.log" 2>&1 ||
             { tail -30 "$work/logs/configure.log" >&2; die "configure"; }
         grep -q "libvmig support *: YES" "$work/logs/configure.log" || die "configure did not find libvmig"
     fi
