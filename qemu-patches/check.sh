@@ -15,6 +15,8 @@
 #      non-zero on any failure.
 #
 # Usage: qemu-patches/check.sh            (make qemu-check)
+#        qemu-patches/check.sh --bench    (make qemu-bench: bench.py, stock
+#                                          versus patched on one workload)
 # Environment:
 #   VMIG_QEMU_WORK  work dir, kept between runs (default: target/qemu-check)
 #   FLAKY_RUNS      runs per flaky case and binary (default 5)
@@ -194,6 +196,12 @@ main() {
     install_vmig
     build_patched
     [ -x "$stock_bin" ] || die "$stock_bin missing (qemu-system-x86)"
+    if [ "${1:-}" = --bench ]; then
+        [ -r /dev/kvm ] && [ -w /dev/kvm ] || die "qemu-bench needs a usable /dev/kvm"
+        LD_LIBRARY_PATH=$work/vmig/lib python3 "$repo/qemu-patches/bench.py" \
+            "$stock_bin" "$patched_bin" "$work/patched"
+        return
+    fi
 
     local have_kvm=no
     [ -r /dev/kvm ] && [ -w /dev/kvm ] && have_kvm=yes
