@@ -161,10 +161,11 @@ build_patched() {
         > "$work/logs/build.log" 2>&1 || { grep -E "error|FAILED" "$work/logs/build.log" | head -30 >&2; die "build"; }
     build_secs=$(( $(date +%s) - t0 ))
     link_firmware "$b"
+    vmig_lib=$work/vmig/lib
     patched_bin=$b/qemu-system-x86_64
     mtest=$b/tests/qtest/migration-test
     # the patched binary must really be the vmig one
-    LD_LIBRARY_PATH=$work/vmig/lib ldd "$patched_bin" | grep -q "libvmig" || die "patched binary is not linked with libvmig"
+    LD_LIBRARY_PATH=$vmig_lib ldd "$patched_bin" | grep -q "libvmig" || die "patched binary is not linked with libvmig"
 }
 
 # ---------------------------------------------------------------- tests
@@ -177,7 +178,7 @@ run_case() {
     logf="$work/logs/${tag}$(echo "$name" | tr '/' '_').$run_no.log"
     t0=$(date +%s.%N)
     set +e
-    LD_LIBRARY_PATH=$work/vmig/lib QTEST_QEMU_BINARY=$src QTEST_QEMU_BINARY_SRC=$src \
+    LD_LIBRARY_PATH=$vmig_lib QTEST_QEMU_BINARY=$src QTEST_QEMU_BINARY_SRC=$src \
         QTEST_QEMU_BINARY_DST=$dst timeout -k 10 "$test_timeout" "$mtest" --tap -p "$name" \
         > "$logf" 2>&1
     rc=$?
@@ -191,21 +192,31 @@ declare -A stock_res patched_res stock_secs patched_secs stock_rate patched_rate
 
 main() {
     install_deps
-    fetch_source
-    apply_series
-    install_vmig
-    build_patched
+    if [ -n "${PATCHED_BUILD:-}" ]; then
+        # Developer shortcut: test an existing build of the patched tree
+        # (its libvmig in VMIG_PREFIX) instead of building one.
+        vmig_lib=${VMIG_PREFIX:?PATCHED_BUILD needs VMIG_PREFIX}/lib
+        patched_bin=$PATCHED_BUILD/qemu-system-x86_64
+        mtest=$PATCHED_BUILD/tests/qtest/migration-test
+        build_secs="- (PATCHED_BUILD)"
+        link_firmware "$PATCHED_BUILD"
+    else
+        fetch_source
+        apply_series
+        install_vmig
+        build_patched
+    fi
     [ -x "$stock_bin" ] || die "$stock_bin missing (qemu-system-x86)"
     if [ "${1:-}" = --bench ]; then
         [ -r /dev/kvm ] && [ -w /dev/kvm ] || die "qemu-bench needs a usable /dev/kvm"
-        LD_LIBRARY_PATH=$work/vmig/lib python3 "$repo/qemu-patches/bench.py" \
-            "$stock_bin" "$patched_bin" "$work/patched"
+        LD_LIBRARY_PATH=$vmig_lib python3 "$repo/qemu-patches/bench.py" \
+            "$stock_bin" "$patched_bin" "$(dirname "$patched_bin")/.."
         return
     fi
 
     local have_kvm=no
     [ -r /dev/kvm ] && [ -w /dev/kvm ] && have_kvm=yes
-    mapfile -t tests < <(QTEST_QEMU_BINARY=$patched_bin LD_LIBRARY_PATH=$work/vmig/lib "$mtest" -l | grep '^/')
+    mapfile -t tests < <(QTEST_QEMU_BINARY=$patched_bin LD_LIBRARY_PATH=$vmig_lib "$mtest" -l | grep '^/')
     [ ${#tests[@]} -gt 0 ] || die "migration-test lists no test"
     log "${#tests[@]} migration-test cases, /dev/kvm usable: $have_kvm"
     rm -f "$work"/logs/{stock,patched,s2p,p2s}_*.log
@@ -272,7 +283,7 @@ main() {
 
     # ------------------------------------------------------------ summary
     echo
-    echo "QEMU $deb_version + qemu-patches/7.2 ($(wc -l < "$series_dir/series") patches), libvmig $(sed -n 's/^Version: //p' "$work/vmig/lib/pkgconfig/vmig.pc")"
+    echo "QEMU $deb_version + qemu-patches/7.2 ($(wc -l < "$series_dir/series") patches), libvmig $(sed -n 's/^Version: //p' "$vmig_lib/pkgconfig/vmig.pc")"
     echo "stock: $stock_bin ($(dpkg-query -W -f='${Version}' qemu-system-x86)); /dev/kvm usable: $have_kvm; flaky runs: $flaky_runs"
     printf '%-50s | %-5s %6s | %-7s %6s | %-9s %-9s | %s\n' "migration-test case" stock secs patched secs "stock" "patched" verdict
     printf '%-50s | %-12s | %-14s | %-9s %-9s | %s\n' "" "(one run)" "(one run)" "pass rate" "pass rate" ""
