@@ -42,6 +42,16 @@
 // Largest ring capacity (2^30).
 #define VMIG_RING_MAX_CAPACITY (1 << 30)
 
+// Largest percentage vmig_throttle_set() accepts (QEMU's
+// CPU_THROTTLE_PCT_MAX).
+#define VMIG_THROTTLE_PCT_MAX 99
+
+// Most vCPUs a throttle handles.
+#define VMIG_THROTTLE_MAX_VCPUS (1 << 16)
+
+// QEMU's timeslice (CPU_THROTTLE_TIMESLICE_NS), a sensible timeslice_ns.
+#define VMIG_THROTTLE_QEMU_TIMESLICE_NS 10000000
+
 // How the reaper chooses its next interval.
 typedef enum vmig_reaper_policy {
   // A constant interval (fixed_interval_us): QEMU's `sleep(1)` today.
@@ -76,6 +86,10 @@ typedef struct vmig_reaper vmig_reaper;
 
 // A bounded lockless ring of non-NULL `void *` items (opaque).
 typedef struct vmig_ring vmig_ring;
+
+// A VM's auto-converge throttle with one closed-loop account per vCPU
+// (opaque).
+typedef struct vmig_throttle vmig_throttle;
 
 // Shape of a compression pool.
 typedef struct vmig_comp_config {
@@ -142,7 +156,7 @@ typedef struct vmig_reaper_config {
   uint32_t ring_size;
   // Shortest interval returned, >= 1. Default 1000 us.
   uint64_t min_interval_us;
-  // Longest interval returned, >= min_interval_us. Default 1 s.
+  // Longest interval returned, >= min_interval_us. Default 2 s.
   uint64_t max_interval_us;
   // FIXED: the interval, > 0. Default 1 s.
   uint64_t fixed_interval_us;
@@ -551,6 +565,106 @@ bool vmig_ring_empty(const struct vmig_ring *ring);
 // # Safety
 // `ring` is NULL or a live ring handle.
 bool vmig_ring_full(const struct vmig_ring *ring);
+
+// Creates a throttle for `nr_vcpus` vCPUs (1..=VMIG_THROTTLE_MAX_VCPUS)
+// that run `timeslice_ns` (> 0; QEMU uses 10 ms) between sleeps. It starts
+// off (0%).
+//
+// Returns the throttle, or NULL with errno EINVAL (bad count or timeslice)
+// or ENOMEM. Free it with vmig_throttle_free().
+//
+// Thread-safety: may be called from any thread.
+struct vmig_throttle *vmig_throttle_new(uint32_t nr_vcpus, uint64_t timeslice_ns);
+
+// Frees a throttle. NULL is a no-op.
+//
+// Thread-safety: no other thread may use the throttle during or after the
+// call; no vCPU may be sleeping in vmig_throttle_vcpu_run() (set 0 or kick
+// it and let it return first).
+//
+// # Safety
+// `t` is NULL or a live handle.
+void vmig_throttle_free(struct vmig_throttle *t);
+
+// Sets the throttle to `pct` percent of each vCPU's time asleep: 0 turns
+// it off, 1..=99 as QEMU's cpu_throttle_set(). A change wakes vCPUs
+// sleeping in vmig_throttle_vcpu_run() so it applies at once, and starts a
+// new accounting regime (sleep owed under the old value is dropped).
+//
+// Returns 0, or -EINVAL for a NULL throttle or `pct` > 99.
+//
+// Thread-safety: any thread, concurrently with every other call except
+// vmig_throttle_free().
+//
+// # Safety
+// `t` is NULL or a live handle.
+int32_t vmig_throttle_set(struct vmig_throttle *t, uint32_t pct);
+
+// The current percentage; 0 for a NULL throttle.
+//
+// Thread-safety: any thread.
+//
+// # Safety
+// `t` is NULL or a live handle.
+uint32_t vmig_throttle_get(const struct vmig_throttle *t);
+
+// For a VMM with its own per-vCPU timers: `vcpu`'s timer fired at `now_ns`
+// (any monotonic clock, the same for every call on this throttle; use
+// CLOCK_MONOTONIC if you also call vmig_throttle_vcpu_run()). Returns how
+// long the vCPU must sleep now, in ns: its run time since its last sleep
+// times pct/(100-pct), plus any sleep still owed, minus any oversleep. 0
+// when the throttle is off, on the first call, for a NULL throttle or an
+// out-of-range `vcpu`. Call vmig_throttle_vcpu_next_ns() when the sleep
+// ends.
+//
+// Thread-safety: any thread; calls for one vCPU are serialised internally
+// and should come from that vCPU's thread or timer.
+//
+// # Safety
+// `t` is NULL or a live handle.
+uint64_t vmig_throttle_vcpu_sleep_ns(struct vmig_throttle *t, uint32_t vcpu, uint64_t now_ns);
+
+// For a VMM with its own per-vCPU timers: `vcpu` runs again from `now_ns`
+// (its sleep ended, or throttling starts). Returns the absolute time (same
+// clock) at which its timer should fire next; the time actually slept is
+// measured here and any difference is carried into the next sleep.
+// UINT64_MAX when the throttle is off (no timer needed), for a NULL
+// throttle or an out-of-range `vcpu`.
+//
+// Thread-safety: as vmig_throttle_vcpu_sleep_ns().
+//
+// # Safety
+// `t` is NULL or a live handle.
+uint64_t vmig_throttle_vcpu_next_ns(struct vmig_throttle *t, uint32_t vcpu, uint64_t now_ns);
+
+// For a VMM without its own timers: called by `vcpu`'s thread at a safe
+// point (outside any lock other threads need). Once the vCPU has run its
+// timeslice, sleeps what it owes (CLOCK_MONOTONIC); otherwise returns at
+// once. vmig_throttle_kick() or a vmig_throttle_set() change ends the
+// sleep early.
+//
+// Returns 0, 1 if the sleep was ended by vmig_throttle_kick(), or -EINVAL
+// for a NULL throttle or an out-of-range `vcpu`.
+//
+// Thread-safety: call from `vcpu`'s own thread, one call at a time per
+// vCPU; different vCPUs' threads call concurrently.
+//
+// # Safety
+// `t` is NULL or a live handle.
+int32_t vmig_throttle_vcpu_run(struct vmig_throttle *t, uint32_t vcpu);
+
+// Ends `vcpu`'s current vmig_throttle_vcpu_run() sleep early (e.g. to stop
+// the VM); if it is not sleeping, its next sleep ends at once (the kick is
+// kept until a sleep consumes it). The sleep not taken stays owed, at most
+// one throttle cycle's worth (timeslice / (1 - pct)).
+//
+// Returns 0, or -EINVAL for a NULL throttle or an out-of-range `vcpu`.
+//
+// Thread-safety: any thread.
+//
+// # Safety
+// `t` is NULL or a live handle.
+int32_t vmig_throttle_kick(struct vmig_throttle *t, uint32_t vcpu);
 
 // The library version as a static NUL-terminated string, e.g. "0.1.0".
 // It equals the VMIG_VERSION macro of the header the program was built

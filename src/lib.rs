@@ -6,6 +6,7 @@
 //! * [`reaper`]: the adaptive KVM dirty-ring reaper interval.
 //! * [`pool`]: compression and decompression pools on that ring, wire
 //!   compatible with QEMU's compressed pages.
+//! * [`throttle`]: the accurate per-vCPU auto-converge throttle.
 //!
 //! The C ABI lives in `ffi` and follows one contract, documented there:
 //! `0` or a negative errno, NULL/out-of-range arguments rejected with
@@ -25,6 +26,8 @@ pub mod pool;
 pub mod reaper;
 /// cbindgen:ignore
 pub mod ring;
+/// cbindgen:ignore
+pub mod throttle;
 /// cbindgen:ignore
 mod sync;
 

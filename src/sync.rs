@@ -9,9 +9,6 @@
 pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
 #[allow(unused_imports)]
-pub(crate) use loom::sync::{Condvar, Mutex};
-#[cfg(loom)]
-#[allow(unused_imports)]
 pub(crate) use loom::{hint::spin_loop, thread::yield_now};
 
 #[cfg(not(loom))]

@@ -19,6 +19,7 @@ pub mod comp;
 pub mod decomp;
 pub mod reaper;
 pub mod ring;
+pub mod throttle;
 pub mod version;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -45,7 +45,7 @@ pub struct vmig_reaper_config {
     pub ring_size: u32,
     /// Shortest interval returned, >= 1. Default 1000 us.
     pub min_interval_us: u64,
-    /// Longest interval returned, >= min_interval_us. Default 1 s.
+    /// Longest interval returned, >= min_interval_us. Default 2 s.
     pub max_interval_us: u64,
     /// FIXED: the interval, > 0. Default 1 s.
     pub fixed_interval_us: u64,

@@ -44,6 +44,9 @@ unsafe impl Send for CompJob {}
 /// one `z_stream` per thread too) and the copy of the page being compressed.
 struct CompWork {
     z: Compress,
+    /// Level 0 (stored blocks), for pages the main level would expand past
+    /// `compressBound(page_size)`.
+    stored: Compress,
     copy: Vec<u8>,
 }
 
@@ -64,10 +67,21 @@ impl Work for CompWork {
             return;
         }
         self.z.reset();
-        job.status = match self.z.compress_vec(&self.copy, &mut job.out, FlushCompress::Finish) {
+        if let Ok(Status::StreamEnd) = self.z.compress_vec(&self.copy, &mut job.out, FlushCompress::Finish) {
+            job.status = 0;
+            return;
+        }
+        // The stream did not fit in compressBound(page_size). System zlib
+        // never gets here (it falls back to stored blocks itself), but
+        // zlib-rs level 1 is zlib-ng's deflate_quick, whose static Huffman
+        // codes can expand random data by up to 1/8. QEMU's receiver rejects
+        // anything longer than compressBound(TARGET_PAGE_SIZE) (ram_load),
+        // so re-emit the page as stored blocks, which always fit.
+        job.out.clear();
+        self.stored.reset();
+        job.status = match self.stored.compress_vec(&self.copy, &mut job.out, FlushCompress::Finish) {
             Ok(Status::StreamEnd) => 0,
-            // The buffer is compressBound(page_size): zlib guarantees the
-            // stream fits, so anything else is a bug; fail the page.
+            // Stored blocks always fit compressBound: a bug; fail the page.
             _ => {
                 job.out.clear();
                 -libc::EIO
@@ -108,7 +122,8 @@ impl CompResult {
     pub fn opaque(&self) -> usize {
         self.slot.job.opaque
     }
-    /// The zlib stream; empty for a zero page or a failed page.
+    /// The zlib stream, at most `compress_bound(page_size)` bytes (QEMU's
+    /// receiver rejects longer ones); empty for a zero page or a failed page.
     pub fn data(&self) -> &[u8] {
         &self.slot.job.out
     }
@@ -168,7 +183,7 @@ impl CompPool {
             copy.try_reserve_exact(page_size as usize).map_err(|_| Error::OutOfMemory)?;
             copy.resize(page_size as usize, 0);
             // zlib header on: RFC 1950, as QEMU's deflateInit().
-            Ok(CompWork { z: Compress::new(level, true), copy })
+            Ok(CompWork { z: Compress::new(level, true), stored: Compress::new(Compression::new(0), true), copy })
         })?;
         let mut free = Vec::new();
         free.try_reserve_exact(engine.max_in_flight()).map_err(|_| Error::OutOfMemory)?;
@@ -326,6 +341,30 @@ mod tests {
             let s = pool.stats();
             assert_eq!((s.pages, s.zero_pages, s.failed), (7, 1, 0));
             assert_eq!(s.bytes_in, 7 * 4096);
+        }
+    }
+
+    #[test]
+    fn random_pages_fit_compress_bound_at_every_level() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let page: Vec<u8> = (0..65536)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for page_size in [512u32, 4096, 65536] {
+            for level in 0..=9 {
+                let mut pool = CompPool::new(&CompConfig { threads: 1, level, page_size, ring_depth: 0 }).unwrap();
+                // SAFETY: `page` outlives the pool.
+                unsafe { pool.submit(page.as_ptr(), 0, 0, true).unwrap() };
+                let r = pool.wait_result().unwrap();
+                assert_eq!(r.status(), 0, "level {level} page {page_size}");
+                assert!(r.data().len() <= compress_bound(page_size));
+                assert_eq!(inflate(r.data(), page_size as usize), &page[..page_size as usize]);
+            }
         }
     }
 

@@ -24,6 +24,7 @@ mod config;
 mod decompress;
 mod job;
 mod stats;
+mod tsan;
 pub mod wake;
 mod worker;
 

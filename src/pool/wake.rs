@@ -18,7 +18,7 @@
 //! Waker (after publishing work into the ring):
 //!
 //! 1. `wake_if_sleeping`: F2 = `fence(SeqCst)`, then L2 load the word;
-//! 2. only if it is `SLEEPING`: swap it to `AWAKE` and futex-wake.
+//! 2. only if it is `SLEEPING`: CAS it to `AWAKE` and futex-wake.
 //!
 //! **Why no wake-up is lost.** F1 and F2 are SeqCst fences, so they are
 //! totally ordered. If F1 comes first, L2 (after F2) must see S1 (before F1)
@@ -36,9 +36,12 @@
 //! A spurious return (signal, stale wake) only sends the sleeper round its
 //! loop to re-check the ring.
 //!
-//! Under `cfg(loom)` the futex is replaced by a loom mutex and condition
-//! variable with the same contract, so `tests/loom_pool.rs` checks this exact
-//! protocol (the atomics and fences come from `crate::sync`).
+//! Under `cfg(loom)` `FUTEX_WAIT` is modelled by its definition (block while
+//! the word still reads `SLEEPING`) as a `yield_now` loop, and `FUTEX_WAKE`
+//! by nothing: the sleeper leaves once it sees the waker's store. A lost
+//! wake-up is then a sleeper spinning forever, which loom reports. So
+//! `tests/loom_pool.rs` checks this exact protocol (the atomics and fences
+//! come from `crate::sync`).
 
 use crate::sync::{fence, AtomicU32, Ordering};
 
@@ -49,15 +52,25 @@ const SLEEPING: u32 = 1;
 ///
 /// Measured on the 2-core CI machine: a cross-CPU futex wake round trip costs
 /// ~70 us, a spinning hand-off ~55 ns, and compressing one 4 KiB page with
-/// zlib-rs level 1 ~16 us. Spinning is worth it while the expected wait is
-/// shorter than the wake it avoids; the classic competitive bound says spin
-/// for about the cost of blocking, so anything up to ~70 us never loses more
-/// than 2x. We stop well short of that, at 20 us (about one page), because on
-/// a 2-core host the thread we wait for may need the core we spin on: past
-/// [`SPIN_PAUSES`] the loop calls `sched_yield` so a runnable producer or
-/// worker gets the CPU. It is a constant, not a config field, because it
-/// depends on the costs above (kernel and CPU), not on the pool's shape.
-pub const SPIN_BUDGET_NS: u64 = 20_000;
+/// zlib-rs level 1 ~16 us (~33 us for the benchmark's code/text mix).
+///
+/// * Spinning pays off while the expected wait is shorter than the wake it
+///   avoids; the classic competitive bound says spin for about the cost of
+///   blocking, so any budget up to ~70 us loses at most 2x against an oracle.
+/// * A sleep is dearer than its latency suggests: the `FUTEX_WAKE` runs on
+///   the *waker*, i.e. on a worker between two pages, or on the migration
+///   thread between two submissions. A submitter blocked on a full ring gets
+///   a free slot within one page time, so the budget must cover one page at
+///   the usual levels or every refill costs a worker a system call.
+///
+/// 50 us covers one to three pages at level 1 and stays under the wake cost.
+/// Past [`SPIN_PAUSES`] the loop calls `sched_yield`, so on an oversubscribed
+/// host (more workers than cores) a spinning thread hands its CPU to a
+/// runnable worker instead of burning it. It is a constant, not a config
+/// field, because it follows from kernel and CPU costs, not from the pool's
+/// shape; `cargo bench --bench pool` prints the migration thread's CPU time
+/// per page, which is where its price shows.
+pub const SPIN_BUDGET_NS: u64 = 50_000;
 
 /// Busy-wait rounds (`pause` instructions) before the spin loop starts
 /// yielding: ~1-2 us on current x86, enough to catch a result that is about
@@ -67,10 +80,6 @@ pub const SPIN_PAUSES: u32 = 64;
 /// A sleeper's flag and futex word; see the module documentation.
 pub struct WakeFlag {
     state: AtomicU32,
-    #[cfg(loom)]
-    lock: crate::sync::Mutex<()>,
-    #[cfg(loom)]
-    cond: crate::sync::Condvar,
 }
 
 impl Default for WakeFlag {
@@ -88,13 +97,7 @@ impl std::fmt::Debug for WakeFlag {
 impl WakeFlag {
     /// A flag whose owner is awake.
     pub fn new() -> Self {
-        WakeFlag {
-            state: AtomicU32::new(AWAKE),
-            #[cfg(loom)]
-            lock: crate::sync::Mutex::new(()),
-            #[cfg(loom)]
-            cond: crate::sync::Condvar::new(),
-        }
+        WakeFlag { state: AtomicU32::new(AWAKE) }
     }
 
     /// Sleeper, step 1: announce the intent to sleep. The caller must then
@@ -136,12 +139,9 @@ impl WakeFlag {
             }
         }
         #[cfg(loom)]
-        {
-            let mut guard = self.lock.lock().unwrap();
-            // Relaxed: the mutex orders this load after the waker's swap.
-            while self.state.load(Ordering::Relaxed) == SLEEPING {
-                guard = self.cond.wait(guard).unwrap();
-            }
+        // Relaxed: FUTEX_WAIT's own check of the word; no data rides on it.
+        while self.state.load(Ordering::Relaxed) == SLEEPING {
+            crate::sync::yield_now();
         }
         // Relaxed: a spurious return leaves SLEEPING behind; clear it so the
         // next waker does not pay a needless system call.
@@ -152,15 +152,42 @@ impl WakeFlag {
     /// the sleeper only if it announced sleep; returns whether it did.
     #[inline]
     pub fn wake_if_sleeping(&self) -> bool {
+        self.is_sleeping() && self.wake_sleeper()
+    }
+
+    /// Waker, step 1 on its own: F2 then L2. `true` means the sleeper has
+    /// announced sleep (or is asleep) and the waker must decide now, from
+    /// state it reads after this call, whether to [`wake_sleeper`](Self::wake_sleeper).
+    #[inline]
+    pub fn is_sleeping(&self) -> bool {
         // F2 (SeqCst): pairs with F1 in `prepare_sleep` (Dekker).
         fence(Ordering::SeqCst);
         // L2 (Relaxed): F2/F1 give the ordering; see the module docs.
-        if self.state.load(Ordering::Relaxed) != SLEEPING {
+        self.state.load(Ordering::Relaxed) == SLEEPING
+    }
+
+    /// Waker, step 2: clears the flag and wakes the sleeper if nobody else
+    /// did; returns whether this call woke it.
+    #[inline]
+    pub fn wake_sleeper(&self) -> bool {
+        // Relaxed: the CAS only elects one waker; no data rides on it, and
+        // it writes nothing when the sleeper is already awake.
+        #[cfg(not(loom))]
+        if self.state.compare_exchange(SLEEPING, AWAKE, Ordering::Relaxed, Ordering::Relaxed).is_err() {
             return false;
         }
-        // Relaxed: the swap only elects one waker; no data rides on it.
-        if self.state.swap(AWAKE, Ordering::Relaxed) != SLEEPING {
-            return false;
+        // loom 0.7 lets a later plain store slip before an RMW in the
+        // modification order (tokio-rs/loom#254, fix pending in #391), which
+        // would show as a lost wake-up that cannot happen. The model
+        // therefore elects with a load and a store: at worst two wakers both
+        // wake (a spurious wake-up, which the protocol tolerates); the
+        // Dekker part under test (S1/F1/F2/L2) is unchanged.
+        #[cfg(loom)]
+        {
+            if self.state.load(Ordering::Relaxed) != SLEEPING {
+                return false;
+            }
+            self.state.store(AWAKE, Ordering::Relaxed);
         }
         self.wake();
         true
@@ -172,11 +199,7 @@ impl WakeFlag {
         unsafe {
             libc::syscall(libc::SYS_futex, self.state.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1);
         }
-        #[cfg(loom)]
-        {
-            drop(self.lock.lock().unwrap());
-            self.cond.notify_all();
-        }
+        // Under loom the sleeper's loop sees the store that cleared the flag.
     }
 }
 

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::job::{RouteTable, Slot};
+use super::tsan::Tsan;
 use super::wake::{spin_for, WakeFlag};
 use crate::error::{Error, Result};
 use crate::ring::{self, Consumer, MpProducer, Producer};
@@ -52,6 +53,11 @@ type SlotBox<J> = Box<Slot<J>>;
 struct Shared {
     /// The submitter's flag: it sleeps on it in `wait_one`/`submit(wait)`.
     waiter: WakeFlag,
+    /// Why the submitter sleeps: `true` = for ring space (`submit`), `false`
+    /// = for a result (`wait_one`, `flush`). Written before `prepare_sleep`
+    /// (F1), read by workers after `is_sleeping` (F2): the Dekker pair
+    /// orders it like the flag itself.
+    wants_space: AtomicBool,
     /// Set once by `Drop`; workers exit when they see it.
     shutdown: AtomicBool,
 }
@@ -88,6 +94,7 @@ pub(crate) struct Engine<J: Send + 'static> {
     /// the done ring full.
     max_in_flight: usize,
     pub counters: EngineCounters,
+    tsan: Tsan,
 }
 
 impl<J: Send + 'static> Engine<J> {
@@ -110,22 +117,27 @@ impl<J: Send + 'static> Engine<J> {
         let mut engine = Engine {
             workers: Vec::with_capacity(threads as usize),
             done,
-            shared: Arc::new(Shared { waiter: WakeFlag::new(), shutdown: AtomicBool::new(false) }),
+            shared: Arc::new(Shared {
+                waiter: WakeFlag::new(),
+                wants_space: AtomicBool::new(false),
+                shutdown: AtomicBool::new(false),
+            }),
             routes: RouteTable::with_capacity(max)?,
             ready,
             next: 0,
             in_flight: 0,
             max_in_flight: max,
             counters: EngineCounters { per_worker: vec![0; threads as usize], ..Default::default() },
+            tsan: Tsan::detect(),
         };
         for index in 0..threads {
             let work = make_work(index)?;
             let (tx, rx) = ring::spsc::<SlotBox<J>>(depth)?;
             let wake = Arc::new(WakeFlag::new());
-            let (wake2, shared, done_tx) = (wake.clone(), engine.shared.clone(), done_tx.clone());
+            let (wake2, shared, done_tx, tsan) = (wake.clone(), engine.shared.clone(), done_tx.clone(), engine.tsan);
             let thread = std::thread::Builder::new()
                 .name(format!("{name}/{index}"))
-                .spawn(move || worker_main(work, rx, done_tx, &wake2, &shared))
+                .spawn(move || worker_main(work, rx, done_tx, &wake2, &shared, tsan, depth / 2))
                 .map_err(|_| Error::ThreadSpawn)?;
             engine.workers.push(WorkerHandle { tx, wake, thread: Some(thread) });
         }
@@ -183,6 +195,8 @@ impl<J: Send + 'static> Engine<J> {
             if spin_for(has_room).is_some() {
                 continue;
             }
+            // Relaxed: ordered by F1 in `prepare_sleep`, read after F2.
+            self.shared.wants_space.store(true, Ordering::Relaxed);
             self.shared.waiter.prepare_sleep();
             match self.try_enqueue(slot, pinned) {
                 Ok(w) => {
@@ -211,6 +225,7 @@ impl<J: Send + 'static> Engine<J> {
             let w = (first + i) % n;
             slot.worker = w as u32;
             let key = slot.key;
+            self.tsan.release(&*slot);
             match self.workers[w].tx.enqueue(slot) {
                 Ok(()) => {
                     self.routes.add(key, w as u32);
@@ -235,6 +250,7 @@ impl<J: Send + 'static> Engine<J> {
 
     #[inline]
     fn collected(&mut self, slot: &Slot<J>) {
+        self.tsan.acquire(slot);
         self.in_flight -= 1;
         self.routes.remove(slot.key);
         self.counters.per_worker[slot.worker as usize] += 1;
@@ -255,6 +271,8 @@ impl<J: Send + 'static> Engine<J> {
                 self.collected(&s);
                 return Some(s);
             }
+            // Relaxed: ordered by F1 in `prepare_sleep`, read after F2.
+            self.shared.wants_space.store(false, Ordering::Relaxed);
             self.shared.waiter.prepare_sleep();
             if let Some(s) = self.done.dequeue() {
                 self.shared.waiter.cancel_sleep();
@@ -280,6 +298,8 @@ impl<J: Send + 'static> Engine<J> {
                 self.ready.push_back(s);
                 continue;
             }
+            // Relaxed: ordered by F1 in `prepare_sleep`, read after F2.
+            self.shared.wants_space.store(false, Ordering::Relaxed);
             self.shared.waiter.prepare_sleep();
             if let Some(s) = self.done.dequeue() {
                 self.shared.waiter.cancel_sleep();
@@ -316,6 +336,8 @@ fn worker_main<W: Work>(
     done: MpProducer<SlotBox<W::Job>>,
     wake: &WakeFlag,
     shared: &Shared,
+    tsan: Tsan,
+    low_water: u32,
 ) {
     loop {
         let slot = match rx.dequeue() {
@@ -349,6 +371,7 @@ fn worker_main<W: Work>(
             }
         };
         let mut slot = slot;
+        tsan.acquire(&*slot);
         // Relaxed: a shortcut only; pages queued at shutdown are dropped,
         // not processed (their memory may be gone once free returns).
         if shared.shutdown.load(Ordering::Relaxed) {
@@ -358,13 +381,24 @@ fn worker_main<W: Work>(
         if catch_unwind(AssertUnwindSafe(|| work.run(&mut slot.job))).is_err() {
             W::fail(&mut slot.job);
         }
+        tsan.release(&*slot);
         // The done ring holds max_in_flight >= every slot that exists in
         // flight, so this never loops; be robust if it ever did.
         while let Err(s) = done.enqueue(slot) {
             slot = s;
             crate::sync::yield_now();
         }
-        shared.waiter.wake_if_sleeping();
+        if shared.waiter.is_sleeping() {
+            // A submitter waiting for a result is woken at once. One waiting
+            // for ring space is woken only once this ring is down to half
+            // (hysteresis): it then refills depth/2 slots per wake-up instead
+            // of one, and the pages still queued here keep this worker busy
+            // while it wakes (~70 us). Every full ring drains to half, so the
+            // wake cannot be missed. Relaxed: ordered by F1/F2, see Shared.
+            if !shared.wants_space.load(Ordering::Relaxed) || rx.count() <= low_water {
+                shared.waiter.wake_sleeper();
+            }
+        }
     }
 }
 

@@ -66,12 +66,12 @@ mod tests {
     #[test]
     fn halves_adds_and_holds() {
         let mut a = Aimd::new(&ReaperConfig::with_policy(super::super::Policy::Aimd));
-        assert_eq!(a.initial_us(), 1_000_000);
-        assert_eq!(a.update(&reap(3300, 0)), 500_000); // 0.806 > 0.8
-        assert_eq!(a.update(&reap(3276, 0)), 500_000); // 0.7998: hold
-        assert_eq!(a.update(&reap(819, 0)), 520_000); // 0.19995 <= 0.2
-        assert_eq!(a.update(&reap(0, 1)), 260_000); // ring-full halves
-        assert_eq!(a.update(&reap(4096, 5)), 130_000); // once, not per event
+        assert_eq!(a.initial_us(), 2_000_000);
+        assert_eq!(a.update(&reap(3300, 0)), 1_000_000); // 0.806 > 0.8
+        assert_eq!(a.update(&reap(3276, 0)), 1_000_000); // 0.7998: hold
+        assert_eq!(a.update(&reap(819, 0)), 1_020_000); // 0.19995 <= 0.2
+        assert_eq!(a.update(&reap(0, 1)), 510_000); // ring-full halves
+        assert_eq!(a.update(&reap(4096, 5)), 255_000); // once, not per event
     }
 
     #[test]

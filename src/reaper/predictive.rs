@@ -20,7 +20,8 @@
 //! ```
 //!
 //! clamped to `[min_interval_us, max_interval_us]`; a zero estimate gives
-//! the maximum. All arithmetic is in `f64` and clamped before converting
+//! the maximum. The first interval is the minimum: a probe (see
+//! [`Predictive::initial_us`]). All arithmetic is in `f64` and clamped before converting
 //! back, so no input overflows.
 
 use super::config::ReaperConfig;
@@ -53,10 +54,12 @@ impl Predictive {
         }
     }
 
-    /// The first interval: the maximum (no rate seen; a busy guest's first
-    /// ring-full kick gives the first sample).
+    /// The first interval: the minimum. With no rate measured yet, assume
+    /// the worst the bounds allow and probe: one early wake-up measures the
+    /// rate before a busy guest can fill a ring (waiting the maximum first
+    /// would let every busy vCPU take one ring-full exit at the start).
     pub fn initial_us(&self) -> u64 {
-        self.max_us
+        self.min_us
     }
 
     /// The current rate estimate, entries per second.
@@ -71,7 +74,11 @@ impl Predictive {
         if s.ring_full_events > 0 {
             fill = fill.max(self.ring_size);
         }
-        let sample = fill / elapsed;
+        // A rate whose target fill comes sooner than the minimum interval
+        // cannot be served by any interval; believing more than that only
+        // makes one batch (KVM flushes a 512-entry PML buffer at once) pin
+        // the interval at the minimum for several decay times.
+        let sample = (fill / elapsed).min(self.max_rate());
         if sample >= self.rate {
             self.rate = sample;
         } else {
@@ -79,6 +86,11 @@ impl Predictive {
             self.rate += (sample - self.rate) * w;
         }
         self.interval_us()
+    }
+
+    /// The rate at which the target fill takes exactly `min_interval_us`.
+    fn max_rate(&self) -> f64 {
+        self.target / self.min_us as f64
     }
 
     fn interval_us(&self) -> u64 {
@@ -109,10 +121,10 @@ mod tests {
     #[test]
     fn idle_stays_at_max() {
         let mut p = Predictive::new(&cfg());
-        assert_eq!(p.initial_us(), 1_000_000);
-        assert_eq!(p.update(&reap(0, 0, 1_000_000)), 1_000_000);
+        assert_eq!(p.initial_us(), 1_000);
+        assert_eq!(p.update(&reap(0, 0, 1_000)), 2_000_000);
         // 50 entries/s: 2048 entries take 41 s, so the maximum.
-        assert_eq!(p.update(&reap(50, 0, 1_000_000)), 1_000_000);
+        assert_eq!(p.update(&reap(100, 0, 2_000_000)), 2_000_000);
     }
 
     #[test]
@@ -139,6 +151,16 @@ mod tests {
     }
 
     #[test]
+    fn a_single_batch_cannot_pin_the_minimum() {
+        let mut p = Predictive::new(&cfg());
+        p.update(&reap(2048, 0, 10_000)); // 204.8 k/s: 10 ms
+        // 4096 entries within 10 us (one batch) counts as at most the rate
+        // the minimum interval serves (2048 entries per ms)...
+        assert_eq!(p.update(&reap(4096, 1, 10)), 1_000);
+        assert!((p.rate_per_sec() - 2.048e6).abs() < 1.0);
+    }
+
+    #[test]
     fn ring_full_means_at_least_a_ring() {
         let mut p = Predictive::new(&cfg());
         // The VMM emptied the ring on its vCPU thread; we saw 10 entries
@@ -151,7 +173,9 @@ mod tests {
         let c = cfg();
         let mut p = Predictive::new(&c);
         assert_eq!(p.update(&reap(u64::MAX, u64::MAX, 0)), c.min_interval_us);
-        assert_eq!(p.update(&reap(u64::MAX, 0, u64::MAX)), c.min_interval_us.max(1));
+        // 1 entry/us over an enormous interval replaces the estimate: the
+        // 2048-entry target takes 2048 us.
+        assert_eq!(p.update(&reap(u64::MAX, 0, u64::MAX)), 2_048);
         let mut p = Predictive::new(&c);
         assert_eq!(p.update(&reap(1, 0, u64::MAX)), c.max_interval_us);
     }

@@ -395,7 +395,7 @@ impl RawRing {
         let cached = side.cons_cache.load(Ordering::Relaxed);
         let mut free = free_slots(self.hdr.capacity, head, cached).unwrap_or(0);
         if free < want {
-            // A3 (Acquire): pairs with R3 in `finish_dequeue`; the consumer
+            // A3 (Acquire): pairs with R3 in `dequeue_burst_with`; the consumer
             // is done with the slots below `tail`.
             let tail = self.hdr.cons.cons.load(Ordering::Acquire);
             // Relaxed: producer-private in SP mode.
@@ -411,17 +411,17 @@ impl RawRing {
     #[inline]
     fn claim_mp(&self, want: u32) -> (u32, u32) {
         let side = &self.hdr.prod;
+        // Relaxed: only a candidate for the CAS below, which rejects it if
+        // another producer moved `prod` meanwhile.
+        let mut head = side.prod.load(Ordering::Relaxed);
         loop {
-            // Relaxed: only a candidate for the CAS below, which rejects it
-            // if another producer moved `prod` meanwhile.
-            let head = side.prod.load(Ordering::Relaxed);
             // A4 (Acquire): pairs with R4 below, run by whichever producer
             // refreshed the copy.
             let cached = side.cons_cache.load(Ordering::Acquire);
             let mut free = free_slots(self.hdr.capacity, head, cached);
             if free.map_or(true, |f| f < want) {
-                // A3 (Acquire): pairs with R3 in `finish_dequeue`; makes the
-                // consumer's NULL stores of slots below `tail` visible.
+                // A3 (Acquire): pairs with R3 in `dequeue_burst_with`; makes
+                // the consumer's NULL stores of slots below `tail` visible.
                 let tail = self.hdr.cons.cons.load(Ordering::Acquire);
                 if tail != cached {
                     // R4 (Release): passes A3 on to producers that use this
@@ -433,22 +433,23 @@ impl RawRing {
                 }
                 free = free_slots(self.hdr.capacity, head, tail);
             }
-            // `None`: `head` is older than `tail`, so another producer has
-            // moved `prod` since we loaded it; retry with a fresh one.
-            if let Some(free) = free {
-                let n = want.min(free);
-                if n == 0 {
-                    return (head, 0);
-                }
-                // Relaxed: the CAS only hands out distinct indices; the data
-                // hand-off is ordered by A3/A4 above and R1/A1 on the slots.
-                if side
-                    .prod
-                    .compare_exchange_weak(head, head.wrapping_add(n), Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    return (head, n);
-                }
+            let n = match free {
+                // Full even by a possibly stale `head` (which can only
+                // under-state what is claimed): really full when `tail` was read.
+                Some(0) => return (head, 0),
+                Some(free) => want.min(free),
+                // Inconsistent pair: `head` is older than `tail` (another
+                // producer moved `prod`), or `tail` is more than a lap old.
+                // The CAS below refreshes `head` (a plain reload could return
+                // the same stale value again), and the next round reloads `tail`.
+                None => 0,
+            };
+            // Relaxed: the CAS only hands out distinct indices; the data
+            // hand-off is ordered by A3/A4 above and R1/A1 on the slots.
+            match side.prod.compare_exchange_weak(head, head.wrapping_add(n), Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) if n > 0 => return (head, n),
+                Ok(_) => {}
+                Err(current) => head = current,
             }
             crate::sync::spin_loop();
         }
