@@ -207,6 +207,12 @@ main() {
         build_patched
     fi
     [ -x "$stock_bin" ] || die "$stock_bin missing (qemu-system-x86)"
+    if [ -z "${PATCHED_BUILD:-}" ]; then
+        log "without CONFIG_VMIG the series must change nothing:"
+        python3 "$repo/qemu-patches/disabled-equiv.py" "$work/patched/build" \
+            "$work/pristine" "$work/patched" "$series_dir" || die "the series changes code with -Dvmig=disabled"
+        disabled_equiv=identical
+    fi
     if [ "${1:-}" = --bench ]; then
         [ -r /dev/kvm ] && [ -w /dev/kvm ] || die "qemu-bench needs a usable /dev/kvm"
         LD_LIBRARY_PATH=$vmig_lib python3 "$repo/qemu-patches/bench.py" \
@@ -305,6 +311,7 @@ main() {
         printf '%-50s | %-22s | %-22s\n' "${t#/x86_64/migration/}" "${interop["$t p2s"]}" "${interop["$t s2p"]}"
     done
     echo
+    echo "-Dvmig=disabled: preprocessed non-test sources ${disabled_equiv:-not checked (PATCHED_BUILD)} to the unpatched tree"
     echo "build: ${build_secs}s; total: $(( $(date +%s) - t_start ))s; logs: $work/logs"
     if [ $failed -ne 0 ]; then
         echo "qemu-check: FAIL"
