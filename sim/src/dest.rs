@@ -53,7 +53,10 @@ fn receive(listener: TcpListener, ram: &GuestRam, decomp: &mut dyn Decompressor)
     let mut r = BufReader::with_capacity(256 << 10, sock);
     let pages = wire::read_header(&mut r)?;
     if pages != ram.pages() {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("stream has {pages} pages, guest {}", ram.pages())));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("stream has {pages} pages, guest {}", ram.pages()),
+        ));
     }
     let mut pending = Flags::new(pages);
     let mut any_pending = false;

@@ -114,21 +114,18 @@ impl Report {
     ) -> Report {
         let (status, status_detail) = match status {
             Status::Completed => ("completed".to_string(), None),
-            Status::Cancelled => (
-                "cancelled".to_string(),
-                Some(format!("did not converge within --max-time {} s", cfg.max_time_s)),
-            ),
+            Status::Cancelled => {
+                ("cancelled".to_string(), Some(format!("did not converge within --max-time {} s", cfg.max_time_s)))
+            }
             Status::Failed(e) => ("failed".to_string(), Some(e)),
         };
-        let compression = comp.map(|c| {
-            CompSummary {
-                pages: c.pages,
-                zero_pages: c.zero_pages,
-                busy: source.busy_raw_pages,
-                busy_rate: ratio(source.busy_raw_pages, c.pages + source.busy_raw_pages),
-                compressed_bytes: source.compressed_bytes,
-                ratio: ratio(source.compressed_pages * PAGE_SIZE as u64, source.compressed_bytes),
-            }
+        let compression = comp.map(|c| CompSummary {
+            pages: c.pages,
+            zero_pages: c.zero_pages,
+            busy: source.busy_raw_pages,
+            busy_rate: ratio(source.busy_raw_pages, c.pages + source.busy_raw_pages),
+            compressed_bytes: source.compressed_bytes,
+            ratio: ratio(source.compressed_pages * PAGE_SIZE as u64, source.compressed_bytes),
         });
         let guest_write_rate = guest_writes as f64 / guest_s.max(1e-9);
         Report {
@@ -171,9 +168,21 @@ impl Report {
         let c = &self.config;
         let kb = |b: u64| b / 1024;
         let mut o = String::new();
-        let _ = writeln!(o, "stack: {}  (reaper {}, compression {}, throttle {})", c.stack.name(), self.reaper_policy,
-            if c.compress_threads == 0 { "off".to_string() } else { format!("{} threads level {}", c.compress_threads, c.compress_level) },
-            match c.stack { crate::config::Stack::Vmig => "per-vCPU", crate::config::Stack::Legacy => "VM-wide timer" });
+        let _ = writeln!(
+            o,
+            "stack: {}  (reaper {}, compression {}, throttle {})",
+            c.stack.name(),
+            self.reaper_policy,
+            if c.compress_threads == 0 {
+                "off".to_string()
+            } else {
+                format!("{} threads level {}", c.compress_threads, c.compress_level)
+            },
+            match c.stack {
+                crate::config::Stack::Vmig => "per-vCPU",
+                crate::config::Stack::Legacy => "VM-wide timer",
+            }
+        );
         let _ = writeln!(o, "Migration status: {}", self.status);
         if let Some(d) = &self.status_detail {
             let _ = writeln!(o, "status detail: {d}");
@@ -255,13 +264,19 @@ pub fn compare_table(legacy: &Report, vmig: &Report) -> String {
         ("transferred (MiB)", mib(legacy.source.transferred), mib(vmig.source.transferred), |v| format!("{v:.0}")),
         ("throughput (Mbit/s)", legacy.throughput_mbps, vmig.throughput_mbps, |v| format!("{v:.0}")),
         ("remaining (MiB)", mib(legacy.source.remaining), mib(vmig.source.remaining), |v| format!("{v:.1}")),
-        ("dirty sync count", legacy.source.dirty_sync_count as f64, vmig.source.dirty_sync_count as f64, |v| format!("{v:.0}")),
+        ("dirty sync count", legacy.source.dirty_sync_count as f64, vmig.source.dirty_sync_count as f64, |v| {
+            format!("{v:.0}")
+        }),
         ("normal pages", legacy.source.normal_pages as f64, vmig.source.normal_pages as f64, |v| format!("{v:.0}")),
-        ("compressed pages", legacy.source.compressed_pages as f64, vmig.source.compressed_pages as f64, |v| format!("{v:.0}")),
+        ("compressed pages", legacy.source.compressed_pages as f64, vmig.source.compressed_pages as f64, |v| {
+            format!("{v:.0}")
+        }),
         ("zero pages", legacy.source.zero_pages as f64, vmig.source.zero_pages as f64, |v| format!("{v:.0}")),
         ("compression busy rate", busy(legacy), busy(vmig), |v| format!("{v:.2}")),
         ("compression rate", crate_ratio(legacy), crate_ratio(vmig), |v| format!("{v:.2}")),
-        ("throttle reached (%)", legacy.source.throttle_max_pct as f64, vmig.source.throttle_max_pct as f64, |v| format!("{v:.0}")),
+        ("throttle reached (%)", legacy.source.throttle_max_pct as f64, vmig.source.throttle_max_pct as f64, |v| {
+            format!("{v:.0}")
+        }),
         ("ring-full events", legacy.ring_full_events as f64, vmig.ring_full_events as f64, |v| format!("{v:.0}")),
         ("vCPU stall (ms)", legacy.vcpu_stall_ms, vmig.vcpu_stall_ms, |v| format!("{v:.0}")),
         ("reaper wake-ups", legacy.reaper_wakeups as f64, vmig.reaper_wakeups as f64, |v| format!("{v:.0}")),

@@ -272,7 +272,8 @@ impl<'a> Source<'a> {
         self.em.record(|b| wire::put_header(b, self.ram.pages()));
         self.em.link.flush()?;
         self.em.stats.setup_ms = ms(t0.elapsed());
-        self.trigger = Trigger::new(self.cfg.throttle_initial, self.cfg.throttle_increment, self.cfg.throttle_max, Instant::now());
+        self.trigger =
+            Trigger::new(self.cfg.throttle_initial, self.cfg.throttle_increment, self.cfg.throttle_max, Instant::now());
         let max_time = Duration::from_secs_f64(self.cfg.max_time_s);
         let mut window_start = Instant::now();
         let mut window_bytes = self.em.link.transferred;
@@ -456,7 +457,6 @@ impl<'a> Source<'a> {
         }
         self.em.check()
     }
-
 }
 
 fn ms(d: Duration) -> f64 {

@@ -35,10 +35,28 @@ fn help_documents_every_knob() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for knob in [
-        "--mem", "--vcpus", "--dirty-rate", "--working-set", "--bandwidth", "--compress-threads",
-        "--compress-level", "--decompress-threads", "--compress-wait-thread", "--downtime-limit", "--reaper",
-        "--dirty-ring-size", "--no-auto-converge", "--throttle-initial", "--throttle-increment",
-        "--throttle-max", "--mix", "--seed", "--max-time", "--stack", "--compare", "--json",
+        "--mem",
+        "--vcpus",
+        "--dirty-rate",
+        "--working-set",
+        "--bandwidth",
+        "--compress-threads",
+        "--compress-level",
+        "--decompress-threads",
+        "--compress-wait-thread",
+        "--downtime-limit",
+        "--reaper",
+        "--dirty-ring-size",
+        "--no-auto-converge",
+        "--throttle-initial",
+        "--throttle-increment",
+        "--throttle-max",
+        "--mix",
+        "--seed",
+        "--max-time",
+        "--stack",
+        "--compare",
+        "--json",
     ] {
         assert!(help.contains(knob), "--help lacks {knob}");
     }
