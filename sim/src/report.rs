@@ -317,3 +317,69 @@ impl Report {
         matches!(self.verification, Verification::Mismatch { .. })
     }
 }
+
+/// `--compare --rounds N`: one line per round and the medians of the
+/// vmig/legacy ratios. Each entry is (legacy ran first, legacy, vmig).
+pub fn rounds_table(rounds: &[(bool, &Report, &Report)]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:>5} {:>7} {:>10} {:>10} {:>8} {:>10} {:>9} {:>9} {:>10} {:>12}",
+        "round", "first", "legacy s", "vmig s", "time", "throughput", "throttle", "ring-full", "guest w/s", "downtime ms"
+    );
+    let (mut t, mut b, mut g) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (legacy_first, l, v)) in rounds.iter().enumerate() {
+        let rt = v.source.total_ms / l.source.total_ms;
+        let rb = v.throughput_mbps / l.throughput_mbps;
+        let rg = v.guest_write_rate / l.guest_write_rate;
+        t.push(rt);
+        b.push(rb);
+        g.push(rg);
+        let _ = writeln!(
+            o,
+            "{:>5} {:>7} {:>10.1} {:>10.1} {:>7.2}x {:>9.2}x {:>4}/{:<4} {:>4}/{:<4} {:>9.2}x {:>5.0}/{:<6.0}",
+            i + 1,
+            if *legacy_first { "legacy" } else { "vmig" },
+            l.source.total_ms / 1000.0,
+            v.source.total_ms / 1000.0,
+            rt,
+            rb,
+            l.source.throttle_max_pct,
+            v.source.throttle_max_pct,
+            l.ring_full_events,
+            v.ring_full_events,
+            rg,
+            l.source.downtime_ms,
+            v.source.downtime_ms,
+        );
+    }
+    let _ = writeln!(
+        o,
+        "median vmig/legacy: total time {:.2}x, throughput {:.2}x, guest writes/s {:.2}x ({} rounds; statuses legacy {}, vmig {})",
+        median(&mut t),
+        median(&mut b),
+        median(&mut g),
+        rounds.len(),
+        statuses(rounds.iter().map(|r| r.1)),
+        statuses(rounds.iter().map(|r| r.2)),
+    );
+    o
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn statuses<'a>(rs: impl Iterator<Item = &'a Report>) -> String {
+    let mut v: Vec<String> = rs.map(|r| if r.ok() { "ok".to_string() } else { r.status.clone() }).collect();
+    v.dedup();
+    v.join("/")
+}

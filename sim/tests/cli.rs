@@ -19,6 +19,7 @@ fn invalid_arguments_exit_2_with_a_message() {
         (&["--bandwidth", "0"], "--bandwidth"),
         (&["--compress-wait-thread", "maybe"], "--compress-wait-thread"),
         (&["--dirty-ring-size", "1000"], "--dirty-ring-size"),
+        (&["--compare", "--rounds", "0"], "--rounds"),
         (&["--no-such-option"], "--no-such-option"),
     ];
     for (args, needle) in cases {
