@@ -57,6 +57,7 @@ fn help_documents_every_knob() {
         "--max-time",
         "--stack",
         "--compare",
+        "--rounds",
         "--json",
     ] {
         assert!(help.contains(knob), "--help lacks {knob}");
