@@ -11,10 +11,12 @@
 //! This is the model of the 2018 RFC "migration: improve multithreads for
 //! compression and decompression" (shared/seeds), on the vmig ring, plus:
 //! a worker sleeps only when its ring is empty and is woken only if asleep
-//! ([`super::wake`]); the submitter sleeps only when nothing is ready; a key
+//! ([`super::wake`]); the submitter sleeps only when nothing is ready and,
+//! waiting for space, is woken only when a ring is down to half; a key
 //! still in flight is routed to the worker holding it, so results for one key
 //! come back in submission order (each worker is FIFO, and the done ring is
-//! FIFO per producer).
+//! FIFO per producer); a waiting submission keeps every worker within two
+//! rings of the least-fed one.
 //!
 //! **Single-thread rule**: an `Engine` is driven by one thread at a time
 //! (`&mut self`): the submitting thread also collects. Only that thread
