@@ -274,8 +274,7 @@ fn run_legacy(pages: &[Vec<u8>], passes: usize, level: i32, threads: u32) -> Row
     let s = probe.stop(total);
     assert_eq!(got, total);
     let st = pool.stats();
-    let ratio = st.bytes_out as f64 / st.bytes_in.max(1) as f64;
-    Row { name: format!("legacy QEMU 7.2 {threads}w"), s, spread: spread(&st.pages_per_worker), wakeups: f64::NAN, ratio }
+    Row { name: format!("legacy QEMU 7.2 {threads}w"), s, spread: st.worker_spread(), wakeups: st.wakeups as f64 / total as f64, ratio: st.ratio() }
 }
 
 fn print_row(r: &Row, raw: f64, legacy: Option<&Row>) {
