@@ -99,7 +99,7 @@ static void test_pool_to_zlib(void)
                 CHECK(n == PAGE && memcmp(out, pages[r.key], PAGE) == 0);
             }
             vmig_comp_release(p, &r);
-            vmig_comp_release(p, &r); /* a second release is ignored */
+            vmig_comp_release(p, &r); /* a second release, before the buffer is reused, is ignored */
             got++;
         }
         CHECK(got == NPAGES);

@@ -258,8 +258,10 @@ int32_t vmig_comp_poll(struct vmig_comp_pool *pool, struct vmig_comp_result *res
 int32_t vmig_comp_wait_result(struct vmig_comp_pool *pool, struct vmig_comp_result *result);
 
 // Hands a result's buffer back to the pool; `result->data` becomes invalid.
-// A result without data (zero or failed page), a NULL argument or a result
-// already released is ignored.
+// A result without data (zero or failed page) or a NULL argument is
+// ignored. Releasing a result twice is a caller bug: it is ignored until
+// the buffer is lent to a later result, after which it would release that
+// one (buffers are recycled, so `data` pointers repeat).
 //
 // Thread-safety: the driving thread only.
 //
