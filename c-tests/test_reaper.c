@@ -63,6 +63,7 @@ static void test_defaults_and_validation(void)
     c = defaults(); c.aimd_high_permille = 1001; expect_einval(&c);
     c = defaults(); c.predictive_target_permille = 0; expect_einval(&c);
     c = defaults(); c.predictive_target_permille = 1001; expect_einval(&c);
+    c = defaults(); c.predictive_probe_us = 0; expect_einval(&c);
     /* An out-of-range policy value, as C code may store. */
     c = defaults(); c.policy = (vmig_reaper_policy)42; expect_einval(&c);
     c = defaults(); c.policy = (vmig_reaper_policy)-1; expect_einval(&c);

@@ -178,6 +178,9 @@ typedef struct vmig_reaper_config {
   uint64_t aimd_step_us;
   // PREDICTIVE: time constant of the rate estimate's decay. Default 2 s.
   uint64_t predictive_decay_us;
+  // PREDICTIVE: the first interval, before any rate is known, > 0.
+  // Default 10 ms.
+  uint64_t predictive_probe_us;
   // PREDICTIVE: fill of the fullest ring to aim for at the next reap,
   // 1..=1000. Default 500.
   uint32_t predictive_target_permille;
@@ -658,7 +661,8 @@ int32_t vmig_throttle_vcpu_run(struct vmig_throttle *t, uint32_t vcpu);
 // Ends `vcpu`'s current vmig_throttle_vcpu_run() sleep early (e.g. to stop
 // the VM); if it is not sleeping, its next sleep ends at once (the kick is
 // kept until a sleep consumes it). The sleep not taken stays owed, at most
-// one throttle cycle's worth (timeslice / (1 - pct)).
+// one throttle cycle's worth (timeslice / (1 - pct)) or 100 ms, whichever
+// is larger.
 //
 // Returns 0, or -EINVAL for a NULL throttle or an out-of-range `vcpu`.
 //

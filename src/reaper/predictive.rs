@@ -20,7 +20,7 @@
 //! ```
 //!
 //! clamped to `[min_interval_us, max_interval_us]`; a zero estimate gives
-//! the maximum. The first interval is the minimum: a probe (see
+//! the maximum. The first interval is a short probe (see
 //! [`Predictive::initial_us`]). All arithmetic is in `f64` and clamped before converting
 //! back, so no input overflows.
 
@@ -36,6 +36,7 @@ pub struct Predictive {
     decay_us: f64,
     min_us: u64,
     max_us: u64,
+    probe_us: u64,
     /// Estimated fill rate of the fullest ring, entries per microsecond.
     rate: f64,
 }
@@ -50,16 +51,17 @@ impl Predictive {
             decay_us: cfg.predictive.decay_us as f64,
             min_us: cfg.min_interval_us,
             max_us: cfg.max_interval_us,
+            probe_us: cfg.clamp(cfg.predictive.probe_us),
             rate: 0.0,
         }
     }
 
-    /// The first interval: the minimum. With no rate measured yet, assume
-    /// the worst the bounds allow and probe: one early wake-up measures the
-    /// rate before a busy guest can fill a ring (waiting the maximum first
-    /// would let every busy vCPU take one ring-full exit at the start).
+    /// The first interval: the probe. With no rate measured yet, one early
+    /// wake-up measures it before a busy guest can fill a ring (waiting the
+    /// maximum first would let every busy vCPU take a ring-full exit at the
+    /// start). See `PredictiveConfig::probe_us` for its length.
     pub fn initial_us(&self) -> u64 {
-        self.min_us
+        self.probe_us
     }
 
     /// The current rate estimate, entries per second.
@@ -121,8 +123,8 @@ mod tests {
     #[test]
     fn idle_stays_at_max() {
         let mut p = Predictive::new(&cfg());
-        assert_eq!(p.initial_us(), 1_000);
-        assert_eq!(p.update(&reap(0, 0, 1_000)), 2_000_000);
+        assert_eq!(p.initial_us(), 10_000);
+        assert_eq!(p.update(&reap(0, 0, 10_000)), 2_000_000);
         // 50 entries/s: 2048 entries take 41 s, so the maximum.
         assert_eq!(p.update(&reap(100, 0, 2_000_000)), 2_000_000);
     }

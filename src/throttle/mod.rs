@@ -198,7 +198,7 @@ impl Throttle {
     /// Ends `vcpu`'s current [`vcpu_run`](Self::vcpu_run) sleep early, or
     /// its next one at once if it is not sleeping (the kick is kept until a
     /// sleep consumes it). The time not slept is owed later (at most one
-    /// throttle cycle is carried). Any thread.
+    /// throttle cycle, and at least 100 ms, is carried). Any thread.
     pub fn kick(&self, vcpu: u32) -> Result<()> {
         self.slot(vcpu)?.park.kick();
         Ok(())
