@@ -110,9 +110,10 @@ typedef struct vmig_comp_result {
   uint64_t key;
   // The opaque pointer passed to vmig_comp_submit().
   void *opaque;
-  // One complete zlib stream (RFC 1950) of the page, valid until
-  // vmig_comp_release() or vmig_comp_pool_free(); NULL for a zero page or
-  // a failed page.
+  // One complete zlib stream (RFC 1950) of the page, at most
+  // compressBound(page_size) bytes (the limit QEMU's receiver checks),
+  // valid until vmig_comp_release() or vmig_comp_pool_free(); NULL for a
+  // zero page or a failed page.
   const uint8_t *data;
   // Bytes at `data` (0 when `data` is NULL).
   uint32_t len;

@@ -46,9 +46,10 @@ pub struct vmig_comp_result {
     pub key: u64,
     /// The opaque pointer passed to vmig_comp_submit().
     pub opaque: *mut c_void,
-    /// One complete zlib stream (RFC 1950) of the page, valid until
-    /// vmig_comp_release() or vmig_comp_pool_free(); NULL for a zero page or
-    /// a failed page.
+    /// One complete zlib stream (RFC 1950) of the page, at most
+    /// compressBound(page_size) bytes (the limit QEMU's receiver checks),
+    /// valid until vmig_comp_release() or vmig_comp_pool_free(); NULL for a
+    /// zero page or a failed page.
     pub data: *const u8,
     /// Bytes at `data` (0 when `data` is NULL).
     pub len: u32,
