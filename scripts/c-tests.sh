@@ -37,7 +37,8 @@ for mode in "${modes[@]}"; do
     asan)  flags=(-O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all); link=("$lib/libvmig.a") ;;
     tsan)
       tsan_lib=target/tsan/x86_64-unknown-linux-gnu/release/libvmig.a
-      if ! RUSTFLAGS=-Zsanitizer=thread cargo +nightly build -q -Zbuild-std --target x86_64-unknown-linux-gnu \
+      if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src' ||
+         ! RUSTFLAGS=-Zsanitizer=thread cargo +nightly build -q -Zbuild-std --target x86_64-unknown-linux-gnu \
            --release --lib --target-dir target/tsan; then
         echo "c-tests: ************************************************************" >&2
         echo "c-tests: SKIP tsan: could not build a TSan-instrumented libvmig.a" >&2
