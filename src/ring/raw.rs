@@ -321,11 +321,26 @@ impl RawRing {
     /// In single-producer mode, no other thread enqueues concurrently.
     #[inline]
     pub unsafe fn enqueue(&self, item: NonNull<()>) -> Result<()> {
-        // SAFETY: forwarded producer contract.
-        match unsafe { self.enqueue_burst_with(1, |_| Some(item.as_ptr())) } {
-            1 => Ok(()),
-            _ => Err(Error::Full),
+        // `enqueue_burst_with(1, ..)` specialised: the single-item call is
+        // the hot path of the pair-latency benchmark.
+        if self.is_mp() {
+            let (head, n) = self.claim_mp(1);
+            if n == 0 {
+                return Err(Error::Full);
+            }
+            // R1 (Release), as in `enqueue_burst_with`; pairs with A1.
+            self.slot(head).store(item.as_ptr(), Ordering::Release);
+        } else {
+            let (head, n) = self.claim_sp(1);
+            if n == 0 {
+                return Err(Error::Full);
+            }
+            // Relaxed: R5 publishes it, as in `enqueue_burst_with`.
+            self.slot(head).store(item.as_ptr(), Ordering::Relaxed);
+            // R5 (Release), as in `enqueue_burst_with`; pairs with A5.
+            self.hdr.prod.prod.store(head.wrapping_add(1), Ordering::Release);
         }
+        Ok(())
     }
 
     /// Enqueues as many of `items` as fit, in order; returns how many.
