@@ -175,15 +175,16 @@ fn c_abi_mpsc_in_caller_memory() {
         .map(|p| {
             thread::spawn(move || {
                 let ring = ring;
-                // SAFETY (both closures): a live MP ring; non-NULL items.
                 produce(
                     p,
                     PRODUCERS,
                     per,
+                    // SAFETY: a live MP ring; non-NULL item.
                     |v| unsafe { vmig_ring_enqueue(ring.0, std::ptr::without_provenance_mut(v.get())) } == 0,
                     |b| {
                         let ptrs: Vec<*mut std::ffi::c_void> =
                             b.iter().map(|v| std::ptr::without_provenance_mut(v.get())).collect();
+                        // SAFETY: a live MP ring; `ptrs` holds `len` non-NULL items.
                         let n = unsafe { vmig_ring_enqueue_burst(ring.0, ptrs.as_ptr(), ptrs.len() as u32) };
                         b.drain(..n as usize);
                     },

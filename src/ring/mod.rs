@@ -348,7 +348,8 @@ mod tests {
     fn bursts_move_a_prefix_and_keep_the_rest() {
         for mp in [false, true] {
             let (mut sp, mpp, rx);
-            let mut enqueue: Box<dyn FnMut(&mut Vec<Box<u32>>) -> u32> = if mp {
+            type Enqueue = Box<dyn FnMut(&mut Vec<Box<u32>>) -> u32>;
+            let mut enqueue: Enqueue = if mp {
                 (mpp, rx) = mpsc::<Box<u32>>(4).unwrap();
                 Box::new(move |v| mpp.enqueue_burst(v))
             } else {
