@@ -14,6 +14,18 @@
 #define VMIG_VERSION_PATCH 0
 
 
+// Most worker threads in a compression pool, and the length of
+// vmig_comp_statistics.pages_per_worker. QEMU's compress-threads goes up
+// to 255.
+#define VMIG_COMP_MAX_THREADS 256
+
+// Default depth of each worker's submission ring (ring_depth = 0).
+#define VMIG_COMP_DEFAULT_RING_DEPTH 4
+
+// Entries in vmig_reaper_config.levels_interval_us (NORMAL, FAST1..FAST4,
+// MAX_SPEED).
+#define VMIG_REAPER_NR_LEVELS 6
+
 // Ring flag for vmig_ring_new()/vmig_ring_init(): several threads may
 // enqueue concurrently (multi-producer). Without it the ring is
 // single-producer. A ring always has a single consumer.
@@ -30,12 +42,408 @@
 // Largest ring capacity (2^30).
 #define VMIG_RING_MAX_CAPACITY (1 << 30)
 
+// Largest percentage vmig_throttle_set() accepts (QEMU's
+// CPU_THROTTLE_PCT_MAX).
+#define VMIG_THROTTLE_PCT_MAX 99
+
+// Most vCPUs a throttle handles.
+#define VMIG_THROTTLE_MAX_VCPUS (1 << 16)
+
+// QEMU's timeslice (CPU_THROTTLE_TIMESLICE_NS), a sensible timeslice_ns.
+#define VMIG_THROTTLE_QEMU_TIMESLICE_NS 10000000
+
+// How the reaper chooses its next interval.
+typedef enum vmig_reaper_policy {
+  // A constant interval (fixed_interval_us): QEMU's `sleep(1)` today.
+  VMIG_REAPER_FIXED = 0,
+  // The six-level table of the 2022 "Dynamically adjust the rate of dirty
+  // ring reaper thread" patch (levels_*), reproduced faithfully.
+  VMIG_REAPER_LEVELS = 1,
+  // The review's proposal: halve above aimd_high_permille (or on a
+  // ring-full exit), add aimd_step_us at or below aimd_low_permille.
+  VMIG_REAPER_AIMD = 2,
+  // Estimates the fullest ring's fill rate (fast attack, slow decay over
+  // predictive_decay_us) and sleeps until it would reach
+  // predictive_target_permille of the ring. The default.
+  VMIG_REAPER_PREDICTIVE = 3,
+} vmig_reaper_policy;
+
+// A compression pool (opaque).
+//
+// Single-thread rule: one thread at a time (the migration thread) calls
+// every vmig_comp_* function on a pool. The pool's in-flight table (which
+// keeps same-key results in order), its free buffers and its statistics
+// belong to that thread and take no lock; the workers never touch them.
+// Hand a pool to another thread only with your own synchronisation
+// (a mutex or a join) between the calls.
+typedef struct vmig_comp_pool vmig_comp_pool;
+
+// A decompression pool (opaque).
+typedef struct vmig_decomp_pool vmig_decomp_pool;
+
+// A reaper interval controller with its kickable sleep (opaque).
+typedef struct vmig_reaper vmig_reaper;
+
 // A bounded lockless ring of non-NULL `void *` items (opaque).
 typedef struct vmig_ring vmig_ring;
+
+// A VM's auto-converge throttle with one closed-loop account per vCPU
+// (opaque).
+typedef struct vmig_throttle vmig_throttle;
+
+// Shape of a compression pool.
+typedef struct vmig_comp_config {
+  // Worker threads, 1..=VMIG_COMP_MAX_THREADS.
+  uint32_t threads;
+  // zlib level 0..=9, as deflateInit().
+  int32_t level;
+  // Page size in bytes: a power of two in 512..=65536.
+  uint32_t page_size;
+  // Depth of each worker's ring: 0 for the default (4), else a power of
+  // two in 2..=1024.
+  uint32_t ring_depth;
+} vmig_comp_config;
+
+// One page's result, filled by vmig_comp_poll()/vmig_comp_wait_result().
+typedef struct vmig_comp_result {
+  // The key passed to vmig_comp_submit().
+  uint64_t key;
+  // The opaque pointer passed to vmig_comp_submit().
+  void *opaque;
+  // One complete zlib stream (RFC 1950) of the page, at most
+  // compressBound(page_size) bytes (the limit QEMU's receiver checks),
+  // valid until vmig_comp_release() or vmig_comp_pool_free(); NULL for a
+  // zero page or a failed page.
+  const uint8_t *data;
+  // Bytes at `data` (0 when `data` is NULL).
+  uint32_t len;
+  // 0, or -EIO when the worker failed on this page (send it uncompressed).
+  int32_t status;
+  // The page was all zeroes: send it as a zero page, there is no data.
+  bool zero_page;
+} vmig_comp_result;
+
+// Compression statistics (vmig_comp_stats()). Named `_statistics` because
+// C does not allow a typedef and a function to share the name
+// `vmig_comp_stats`. Pages are counted when their result is collected.
+typedef struct vmig_comp_statistics {
+  // Pages compressed (zero pages excluded).
+  uint64_t pages;
+  // All-zero pages.
+  uint64_t zero_pages;
+  // Pages whose worker failed (status -EIO).
+  uint64_t failed;
+  // Submissions refused with -EBUSY (QEMU's "compression busy").
+  uint64_t busy;
+  // Bytes of compressed pages before compression.
+  uint64_t bytes_in;
+  // Bytes of zlib output for those pages.
+  uint64_t bytes_out;
+  // Times a submission woke a sleeping worker.
+  uint64_t wakeups;
+  // Number of valid entries in `pages_per_worker` (the pool's threads).
+  uint32_t threads;
+  // Results collected from each worker.
+  uint64_t pages_per_worker[VMIG_COMP_MAX_THREADS];
+} vmig_comp_statistics;
+
+// Reaper configuration. Fill it with vmig_reaper_config_default() and
+// change what you need; every field is checked by vmig_reaper_new(),
+// whatever the policy. Fill ratios are in permille of ring_size.
+typedef struct vmig_reaper_config {
+  // The policy. Default VMIG_REAPER_PREDICTIVE (measured best).
+  enum vmig_reaper_policy policy;
+  // Entries per vCPU dirty ring (KVM dirty-ring-size), > 0. Default 4096.
+  uint32_t ring_size;
+  // Shortest interval returned, >= 1. Default 1000 us.
+  uint64_t min_interval_us;
+  // Longest interval returned, >= min_interval_us. Default 2 s.
+  uint64_t max_interval_us;
+  // FIXED: the interval, > 0. Default 1 s.
+  uint64_t fixed_interval_us;
+  // LEVELS: sleep per level, each > 0. Default 1 s, 500, 250, 125, 100,
+  // 80 ms.
+  uint64_t levels_interval_us[VMIG_REAPER_NR_LEVELS];
+  // LEVELS: width of a ratio band (total reaped / ring_size), > 0.
+  // Default 100 (0.1).
+  uint32_t levels_ratio_step_permille;
+  // LEVELS: a level drops after more than this many "want slower" reaps
+  // in a row. Default 5.
+  uint32_t levels_stable_count;
+  // AIMD: halve above this fill of the fullest ring, 1..=1000. Default 800.
+  uint32_t aimd_high_permille;
+  // AIMD: add a step at or below this fill, < aimd_high_permille.
+  // Default 200.
+  uint32_t aimd_low_permille;
+  // AIMD: the additive step. Default 20000 us.
+  uint64_t aimd_step_us;
+  // PREDICTIVE: time constant of the rate estimate's decay. Default 2 s.
+  uint64_t predictive_decay_us;
+  // PREDICTIVE: the first interval, before any rate is known, > 0.
+  // Default 10 ms.
+  uint64_t predictive_probe_us;
+  // PREDICTIVE: fill of the fullest ring to aim for at the next reap,
+  // 1..=1000. Default 500.
+  uint32_t predictive_target_permille;
+} vmig_reaper_config;
 
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+// Creates a compression pool and starts `config->threads` workers named
+// `vmig-comp/N`.
+//
+// Returns the pool, or NULL with errno EINVAL (NULL or out-of-range
+// config), ENOMEM, or EAGAIN (a thread could not be started; the ones
+// already started are stopped). Free it with vmig_comp_pool_free().
+//
+// Thread-safety: may be called from any thread.
+//
+// # Safety
+// `config` is NULL or points at a vmig_comp_config.
+struct vmig_comp_pool *vmig_comp_pool_new(const struct vmig_comp_config *config);
+
+// Stops the workers, joins them and frees the pool, including pages still
+// in flight (not compressed further) and results not yet released. NULL is
+// a no-op. Every `data` pointer of this pool becomes invalid.
+//
+// Thread-safety: the driving thread; no call on this pool may follow.
+//
+// # Safety
+// `pool` is NULL or a live handle from vmig_comp_pool_new().
+void vmig_comp_pool_free(struct vmig_comp_pool *pool);
+
+// Queues one page for compression. A worker copies the page before
+// compressing it, so the guest may keep writing it; `page` must stay
+// mapped (page_size readable bytes) until its result has been returned by
+// vmig_comp_poll()/vmig_comp_wait_result() or the pool is freed.
+//
+// `key` identifies the page (QEMU: the ram_addr). Results for the same key
+// become ready in submission order, so a newer copy of a page never
+// overtakes an older one (no per-pass flush needed).
+//
+// Returns 0; -EBUSY when `wait` is false and the page cannot be queued now
+// (every worker ring is full, or `key` is in flight on a worker whose ring
+// is full); -EBUSY also, whatever `wait`, when vmig_comp_max_pending()
+// results await collection; -EINVAL for a NULL pool or page. With `wait`
+// true it spins, then sleeps, until a worker frees a slot.
+//
+// Thread-safety: the driving thread only (see the file comment).
+//
+// # Safety
+// `pool` is NULL or a live handle; `page` is NULL or readable as above.
+int32_t vmig_comp_submit(struct vmig_comp_pool *pool,
+                         const void *page,
+                         uint64_t key,
+                         void *opaque,
+                         bool wait);
+
+// Takes one ready result without blocking.
+//
+// Returns 1 when `*result` was filled, 0 when no result is ready, -EINVAL
+// for a NULL pool or result. Hand the result back with vmig_comp_release().
+//
+// Thread-safety: the driving thread only.
+//
+// # Safety
+// `pool` is NULL or a live handle; `result` is NULL or writable.
+int32_t vmig_comp_poll(struct vmig_comp_pool *pool, struct vmig_comp_result *result);
+
+// Takes one result, sleeping until one is ready.
+//
+// Returns 1 when `*result` was filled, 0 when nothing is in flight (no
+// result will come), -EINVAL for a NULL pool or result.
+//
+// Thread-safety: the driving thread only.
+//
+// # Safety
+// `pool` is NULL or a live handle; `result` is NULL or writable.
+int32_t vmig_comp_wait_result(struct vmig_comp_pool *pool, struct vmig_comp_result *result);
+
+// Hands a result's buffer back to the pool; `result->data` becomes invalid.
+// A result without data (zero or failed page) or a NULL argument is
+// ignored. Releasing a result twice is a caller bug: it is ignored until
+// the buffer is lent to a later result, after which it would release that
+// one (buffers are recycled, so `data` pointers repeat).
+//
+// Thread-safety: the driving thread only.
+//
+// # Safety
+// `pool` is NULL or a live handle; `result` is NULL or readable.
+void vmig_comp_release(struct vmig_comp_pool *pool, const struct vmig_comp_result *result);
+
+// Blocks until every submitted page has a result ready (collect them with
+// vmig_comp_poll()). Returns 0, or -EINVAL for a NULL pool.
+//
+// Thread-safety: the driving thread only.
+//
+// # Safety
+// `pool` is NULL or a live handle.
+int32_t vmig_comp_flush(struct vmig_comp_pool *pool);
+
+// Most pages that may be in flight (submitted, not yet collected); a
+// submission beyond it is -EBUSY. Returns the count, or -EINVAL for a NULL
+// pool.
+//
+// Thread-safety: the driving thread only.
+//
+// # Safety
+// `pool` is NULL or a live handle.
+int32_t vmig_comp_max_pending(const struct vmig_comp_pool *pool);
+
+// Fills `*stats` with a snapshot of the pool's counters.
+// Returns 0, or -EINVAL for a NULL argument.
+//
+// Thread-safety: the driving thread only (the counters are its own).
+//
+// # Safety
+// `pool` is NULL or a live handle; `stats` is NULL or writable.
+int32_t vmig_comp_stats(const struct vmig_comp_pool *pool, struct vmig_comp_statistics *stats);
+
+// Creates a decompression pool with `threads` workers (1..=256) named
+// `vmig-decomp/N`, for pages of `page_size` bytes (a power of two in
+// 512..=65536).
+//
+// Returns the pool, or NULL with errno EINVAL, ENOMEM or EAGAIN (a thread
+// could not be started; the ones already started are stopped).
+//
+// Thread-safety: may be called from any thread.
+struct vmig_decomp_pool *vmig_decomp_pool_new(uint32_t threads, uint32_t page_size);
+
+// Stops and joins the workers and frees the pool. Pages not yet applied
+// are dropped (call vmig_decomp_wait() first to apply them); a page being
+// inflated when this is called is finished first. NULL is a no-op.
+//
+// Thread-safety: the driving thread; no call on this pool may follow.
+//
+// # Safety
+// `pool` is NULL or a live handle from vmig_decomp_pool_new().
+void vmig_decomp_pool_free(struct vmig_decomp_pool *pool);
+
+// Queues `len` bytes of zlib stream (copied before returning) to be
+// inflated into `dest`. Submissions for the same `dest` are applied in
+// submission order. Blocks while the chosen worker's ring is full.
+//
+// The stream must inflate to exactly page_size bytes; anything else is
+// reported by vmig_decomp_wait() as -EBADMSG, and `dest` is then left
+// untouched. Nothing is ever written outside dest[0..page_size).
+//
+// Returns 0; -EINVAL for a NULL pool or dest, or NULL zdata with len > 0;
+// -EBADMSG when `len` exceeds compressBound(page_size) (also reported by
+// the next vmig_decomp_wait()).
+//
+// Thread-safety: the driving thread only.
+//
+// # Safety
+// `pool` is NULL or a live handle; `zdata` is readable for `len` bytes;
+// `dest` is writable for page_size bytes and untouched by others until
+// vmig_decomp_wait() returns.
+int32_t vmig_decomp_submit(struct vmig_decomp_pool *pool,
+                           const void *zdata,
+                           uint32_t len,
+                           void *dest);
+
+// Blocks until every submitted page is applied.
+//
+// Returns 0, or the first error since the previous call (-EBADMSG for a
+// corrupt, truncated, oversized or wrong-length stream; -EIO if a worker
+// failed), which it clears; -EINVAL for a NULL pool.
+//
+// Thread-safety: the driving thread only.
+//
+// # Safety
+// `pool` is NULL or a live handle.
+int32_t vmig_decomp_wait(struct vmig_decomp_pool *pool);
+
+// Fills `cfg` with the defaults: the policy and tunables measured best
+// (see the README, "Reaper"). ring_size defaults to 4096; set your own.
+//
+// Returns 0, or -EINVAL if `cfg` is NULL.
+//
+// Thread-safety: may be called from any thread.
+//
+// # Safety
+// `cfg` is NULL or valid for writes of one vmig_reaper_config.
+int32_t vmig_reaper_config_default(struct vmig_reaper_config *cfg);
+
+// Creates a reaper from `cfg` (copied; the caller keeps it).
+//
+// Returns the reaper, or NULL with errno EINVAL (NULL `cfg`, unknown
+// policy, ring_size 0, min_interval_us 0 or above max_interval_us, or a
+// tunable out of its documented range) or ENOMEM. Free it with
+// vmig_reaper_free().
+//
+// Thread-safety: may be called from any thread.
+//
+// # Safety
+// `cfg` is NULL or valid for reads of one vmig_reaper_config.
+struct vmig_reaper *vmig_reaper_new(const struct vmig_reaper_config *cfg);
+
+// Frees a reaper. NULL is a no-op.
+//
+// Thread-safety: no other thread may use the reaper during or after the
+// call (in particular no vCPU thread may still call vmig_reaper_kick()).
+//
+// # Safety
+// `r` is NULL or a live handle from vmig_reaper_new().
+void vmig_reaper_free(struct vmig_reaper *r);
+
+// Reports one reap and returns the next interval in microseconds (also the
+// one vmig_reaper_wait() sleeps next), within [min_interval_us,
+// max_interval_us]. `max_ring_fill`: entries found in the fullest vCPU
+// ring at this reap. `total_reaped`: entries reaped from all rings.
+// `ring_full_events`: ring-full exits since the previous call (a delta;
+// exchange your counter with 0). The time since the previous call is taken
+// from CLOCK_MONOTONIC.
+//
+// Returns the interval, or 0 if `r` is NULL (a valid interval is >= 1).
+//
+// Thread-safety: any thread; calls are serialised internally. Normally
+// only the reaper thread calls it, after each reap.
+//
+// # Safety
+// `r` is NULL or a live handle.
+uint64_t vmig_reaper_update(struct vmig_reaper *r,
+                            uint64_t max_ring_fill,
+                            uint64_t total_reaped,
+                            uint64_t ring_full_events);
+
+// Sleeps the current interval, returning early when vmig_reaper_kick() is
+// called. A kick that came while the reaper was not waiting (e.g. during
+// the reap) makes this call return at once; several kicks before one wait
+// count as one.
+//
+// Returns 1 if kicked, 0 on timeout, -EINVAL if `r` is NULL.
+//
+// Thread-safety: one waiting thread at a time (the reaper thread); safe
+// concurrently with vmig_reaper_kick() and vmig_reaper_update().
+//
+// # Safety
+// `r` is NULL or a live handle.
+int32_t vmig_reaper_wait(struct vmig_reaper *r);
+
+// Wakes the reaper thread now (e.g. from a vCPU thread that just took a
+// KVM_EXIT_DIRTY_RING_FULL exit), or makes its next vmig_reaper_wait()
+// return at once.
+//
+// Returns 0, or -EINVAL if `r` is NULL.
+//
+// Thread-safety: any thread, concurrently with every other reaper call
+// except vmig_reaper_free().
+//
+// # Safety
+// `r` is NULL or a live handle.
+int32_t vmig_reaper_kick(struct vmig_reaper *r);
+
+// The interval vmig_reaper_wait() sleeps now, microseconds; 0 if `r` is
+// NULL.
+//
+// Thread-safety: any thread.
+//
+// # Safety
+// `r` is NULL or a live handle.
+uint64_t vmig_reaper_interval_us(const struct vmig_reaper *r);
 
 // Creates a ring of `capacity` slots (a power of two, 2..=2^30); it holds
 // `capacity` items. `flags` is 0 (single producer) or VMIG_RING_MP.
@@ -44,7 +452,7 @@ extern "C" {
 // ENOMEM. Free it with vmig_ring_free().
 //
 // Thread-safety: may be called from any thread.
-vmig_ring *vmig_ring_new(uint32_t capacity, uint32_t flags);
+struct vmig_ring *vmig_ring_new(uint32_t capacity, uint32_t flags);
 
 // Frees a ring from vmig_ring_new(). Items still in it are not touched
 // (they belong to the caller). For a ring laid out by vmig_ring_init() it
@@ -55,7 +463,7 @@ vmig_ring *vmig_ring_new(uint32_t capacity, uint32_t flags);
 //
 // # Safety
 // `ring` is NULL or a live ring handle.
-void vmig_ring_free(vmig_ring *ring);
+void vmig_ring_free(struct vmig_ring *ring);
 
 // Bytes of memory vmig_ring_init() needs for a ring of `capacity` slots,
 // or 0 if `capacity` is invalid.
@@ -87,7 +495,7 @@ int32_t vmig_ring_init(void *mem, size_t size, uint32_t capacity, uint32_t flags
 //
 // # Safety
 // `ring` is NULL or a live ring handle.
-int32_t vmig_ring_enqueue(vmig_ring *ring, void *item);
+int32_t vmig_ring_enqueue(struct vmig_ring *ring, void *item);
 
 // Dequeues the oldest ready item.
 //
@@ -101,7 +509,7 @@ int32_t vmig_ring_enqueue(vmig_ring *ring, void *item);
 //
 // # Safety
 // `ring` is NULL or a live ring handle.
-void *vmig_ring_dequeue(vmig_ring *ring);
+void *vmig_ring_dequeue(struct vmig_ring *ring);
 
 // Enqueues as many of `items[0..n)` as fit, in order, as one contiguous
 // block (on an MP ring no other producer's items interleave with them).
@@ -115,7 +523,7 @@ void *vmig_ring_dequeue(vmig_ring *ring);
 // # Safety
 // `ring` is NULL or a live ring handle; `items` is NULL or valid for reads
 // of `n` pointers.
-uint32_t vmig_ring_enqueue_burst(vmig_ring *ring, void *const *items, uint32_t n);
+uint32_t vmig_ring_enqueue_burst(struct vmig_ring *ring, void *const *items, uint32_t n);
 
 // Dequeues up to `n` ready items into `items[0..n)`, oldest first.
 //
@@ -126,7 +534,7 @@ uint32_t vmig_ring_enqueue_burst(vmig_ring *ring, void *const *items, uint32_t n
 // # Safety
 // `ring` is NULL or a live ring handle; `items` is NULL or valid for writes
 // of `n` pointers.
-uint32_t vmig_ring_dequeue_burst(vmig_ring *ring, void **items, uint32_t n);
+uint32_t vmig_ring_dequeue_burst(struct vmig_ring *ring, void **items, uint32_t n);
 
 // Items in the ring: a snapshot, exact when no other thread is using the
 // ring. On an MP ring it includes items a producer is still storing.
@@ -136,7 +544,7 @@ uint32_t vmig_ring_dequeue_burst(vmig_ring *ring, void **items, uint32_t n);
 //
 // # Safety
 // `ring` is NULL or a live ring handle.
-uint32_t vmig_ring_count(const vmig_ring *ring);
+uint32_t vmig_ring_count(const struct vmig_ring *ring);
 
 // Capacity of the ring (the number of items it holds); 0 for NULL.
 //
@@ -144,7 +552,7 @@ uint32_t vmig_ring_count(const vmig_ring *ring);
 //
 // # Safety
 // `ring` is NULL or a live ring handle.
-uint32_t vmig_ring_capacity(const vmig_ring *ring);
+uint32_t vmig_ring_capacity(const struct vmig_ring *ring);
 
 // Whether the ring holds no item (a snapshot, see vmig_ring_count()).
 // true for a NULL ring.
@@ -153,7 +561,7 @@ uint32_t vmig_ring_capacity(const vmig_ring *ring);
 //
 // # Safety
 // `ring` is NULL or a live ring handle.
-bool vmig_ring_empty(const vmig_ring *ring);
+bool vmig_ring_empty(const struct vmig_ring *ring);
 
 // Whether every slot is taken (a snapshot, see vmig_ring_count()).
 // false for a NULL ring.
@@ -162,7 +570,108 @@ bool vmig_ring_empty(const vmig_ring *ring);
 //
 // # Safety
 // `ring` is NULL or a live ring handle.
-bool vmig_ring_full(const vmig_ring *ring);
+bool vmig_ring_full(const struct vmig_ring *ring);
+
+// Creates a throttle for `nr_vcpus` vCPUs (1..=VMIG_THROTTLE_MAX_VCPUS)
+// that run `timeslice_ns` (> 0; QEMU uses 10 ms) between sleeps. It starts
+// off (0%).
+//
+// Returns the throttle, or NULL with errno EINVAL (bad count or timeslice)
+// or ENOMEM. Free it with vmig_throttle_free().
+//
+// Thread-safety: may be called from any thread.
+struct vmig_throttle *vmig_throttle_new(uint32_t nr_vcpus, uint64_t timeslice_ns);
+
+// Frees a throttle. NULL is a no-op.
+//
+// Thread-safety: no other thread may use the throttle during or after the
+// call; no vCPU may be sleeping in vmig_throttle_vcpu_run() (set 0 or kick
+// it and let it return first).
+//
+// # Safety
+// `t` is NULL or a live handle.
+void vmig_throttle_free(struct vmig_throttle *t);
+
+// Sets the throttle to `pct` percent of each vCPU's time asleep: 0 turns
+// it off, 1..=99 as QEMU's cpu_throttle_set(). A change wakes vCPUs
+// sleeping in vmig_throttle_vcpu_run() so it applies at once, and starts a
+// new accounting regime (sleep owed under the old value is dropped).
+//
+// Returns 0, or -EINVAL for a NULL throttle or `pct` > 99.
+//
+// Thread-safety: any thread, concurrently with every other call except
+// vmig_throttle_free().
+//
+// # Safety
+// `t` is NULL or a live handle.
+int32_t vmig_throttle_set(struct vmig_throttle *t, uint32_t pct);
+
+// The current percentage; 0 for a NULL throttle.
+//
+// Thread-safety: any thread.
+//
+// # Safety
+// `t` is NULL or a live handle.
+uint32_t vmig_throttle_get(const struct vmig_throttle *t);
+
+// For a VMM with its own per-vCPU timers: `vcpu`'s timer fired at `now_ns`
+// (any monotonic clock, the same for every call on this throttle; use
+// CLOCK_MONOTONIC if you also call vmig_throttle_vcpu_run()). Returns how
+// long the vCPU must sleep now, in ns: its run time since its last sleep
+// times pct/(100-pct), plus any sleep still owed, minus any oversleep. 0
+// when the throttle is off, on the first call, for a NULL throttle or an
+// out-of-range `vcpu`. Call vmig_throttle_vcpu_next_ns() when the sleep
+// ends.
+//
+// Thread-safety: any thread; calls for one vCPU are serialised internally
+// and should come from that vCPU's thread or timer.
+//
+// # Safety
+// `t` is NULL or a live handle.
+uint64_t vmig_throttle_vcpu_sleep_ns(struct vmig_throttle *t, uint32_t vcpu, uint64_t now_ns);
+
+// For a VMM with its own per-vCPU timers: `vcpu` runs again from `now_ns`
+// (its sleep ended, or throttling starts). Returns the absolute time (same
+// clock) at which its timer should fire next; the time actually slept is
+// measured here and any difference is carried into the next sleep.
+// UINT64_MAX when the throttle is off (no timer needed), for a NULL
+// throttle or an out-of-range `vcpu`.
+//
+// Thread-safety: as vmig_throttle_vcpu_sleep_ns().
+//
+// # Safety
+// `t` is NULL or a live handle.
+uint64_t vmig_throttle_vcpu_next_ns(struct vmig_throttle *t, uint32_t vcpu, uint64_t now_ns);
+
+// For a VMM without its own timers: called by `vcpu`'s thread at a safe
+// point (outside any lock other threads need). Once the vCPU has run its
+// timeslice, sleeps what it owes (CLOCK_MONOTONIC); otherwise returns at
+// once. vmig_throttle_kick() or a vmig_throttle_set() change ends the
+// sleep early.
+//
+// Returns 0, 1 if the sleep was ended by vmig_throttle_kick(), or -EINVAL
+// for a NULL throttle or an out-of-range `vcpu`.
+//
+// Thread-safety: call from `vcpu`'s own thread, one call at a time per
+// vCPU; different vCPUs' threads call concurrently.
+//
+// # Safety
+// `t` is NULL or a live handle.
+int32_t vmig_throttle_vcpu_run(struct vmig_throttle *t, uint32_t vcpu);
+
+// Ends `vcpu`'s current vmig_throttle_vcpu_run() sleep early (e.g. to stop
+// the VM); if it is not sleeping, its next sleep ends at once (the kick is
+// kept until a sleep consumes it). The sleep not taken stays owed, at most
+// one throttle cycle's worth (timeslice / (1 - pct)) or 100 ms, whichever
+// is larger.
+//
+// Returns 0, or -EINVAL for a NULL throttle or an out-of-range `vcpu`.
+//
+// Thread-safety: any thread.
+//
+// # Safety
+// `t` is NULL or a live handle.
+int32_t vmig_throttle_kick(struct vmig_throttle *t, uint32_t vcpu);
 
 // The library version as a static NUL-terminated string, e.g. "0.1.0".
 // It equals the VMIG_VERSION macro of the header the program was built

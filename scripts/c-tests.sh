@@ -18,7 +18,8 @@ modes=("$@")
 CC=${CC:-gcc}
 CXX=${CXX:-g++}
 warn=(-std=c11 -Wall -Wextra -Wpedantic -Werror -g -Iinclude -Ic-tests)
-libs=(-lpthread -ldl -lm)
+# -lz: the pool tests check wire compatibility against system zlib.
+libs=(-lpthread -ldl -lm -lz)
 # The cdylib's SONAME is libvmig.so.0; give the loader that name.
 ln -sf "$PWD/$lib/libvmig.so" "$out/libvmig.so.0"
 fail=0

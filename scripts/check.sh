@@ -16,6 +16,13 @@ has_nightly_component() { rustup component list --toolchain nightly --installed 
 step "cargo test (unit, integration, header drift, stress, benches in quick mode)"
 cargo test --release --all-targets
 
+step "vmig-sim: unit tests and short whole-migration scenarios"
+cargo test --release -p vmig-sim
+
+step "loom models of the pool's sleep/wake hand-off (tests/loom_pool.rs)"
+CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 \
+  cargo test --release --test loom_pool
+
 step "loom models of the ring (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2})"
 LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2} RUSTFLAGS="--cfg loom" \
   cargo test --release --test loom_ring --target-dir target/loom

@@ -3,6 +3,10 @@
 //! Engines, each usable from Rust directly and from C through `include/vmig.h`:
 //!
 //! * [`ring`]: a bounded lockless pointer ring (SPSC or MPSC).
+//! * [`reaper`]: the adaptive KVM dirty-ring reaper interval.
+//! * [`pool`]: compression and decompression pools on that ring, wire
+//!   compatible with QEMU's compressed pages.
+//! * [`throttle`]: the accurate per-vCPU auto-converge throttle.
 //!
 //! The C ABI lives in `ffi` and follows one contract, documented there:
 //! `0` or a negative errno, NULL/out-of-range arguments rejected with
@@ -17,7 +21,13 @@
 pub mod error;
 pub mod ffi;
 /// cbindgen:ignore
+pub mod pool;
+/// cbindgen:ignore
+pub mod reaper;
+/// cbindgen:ignore
 pub mod ring;
+/// cbindgen:ignore
+pub mod throttle;
 /// cbindgen:ignore
 mod sync;
 

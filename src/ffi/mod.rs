@@ -15,7 +15,11 @@
 //! * Handles are opaque. A handle is freed by its `_free` function;
 //!   `_free(NULL)` is a no-op.
 
+pub mod comp;
+pub mod decomp;
+pub mod reaper;
 pub mod ring;
+pub mod throttle;
 pub mod version;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -1,0 +1,214 @@
+//! Throttle accuracy: target versus actual, per-vCPU (vmig) against QEMU's
+//! VM-wide timer (replica in `legacy/throttle.rs`).
+//!
+//! `cargo bench --bench throttle` (about 3 minutes). N vCPU threads each
+//! run a memory-write loop over their own buffer and reach a safe point
+//! after every chunk: `Throttle::vcpu_run` for vmig, `LegacyThrottle::safe_point`
+//! for the replica (QEMU's vCPU thread processing queued work). Each target
+//! runs on a fresh throttle, started the way QEMU starts throttling, for a
+//! whole number of throttle cycles (timeslice / (1 - pct)) of at least
+//! VMIG_THROTTLE_SECS seconds. Unthrottled baseline segments run between
+//! targets; a target's baseline is the mean of the one before and after it,
+//! so slow drifts in machine load cancel.
+//!
+//! Printed per target: throughput (GB/s) and actual throttle = 1 -
+//! throughput / baseline (the seed's method), and the sleep share measured
+//! by the vCPU threads themselves (time inside throttle sleeps / wall time),
+//! which does not depend on how much CPU the host gave the threads.
+//!
+//! Environment: VMIG_THROTTLE_VCPUS ("2,4"), VMIG_THROTTLE_SECS (2),
+//! VMIG_THROTTLE_TARGETS ("0,10,20,30,40,50,60,70,80,90,95,99").
+
+#[path = "legacy/throttle.rs"]
+mod legacy;
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use legacy::{LegacyThrottle, CPU_THROTTLE_TIMESLICE_NS};
+use vmig::throttle::Throttle;
+
+/// Per-vCPU buffer: 256 KiB stays in a core's L2, so two vCPUs do not
+/// compete for memory bandwidth and one's sleep does not speed the other up
+/// (that would move "actual" for reasons that are not the throttle's).
+const BUF_BYTES: usize = 256 << 10;
+/// Bytes written between safe points: ~30 us of work here, small against
+/// the 10 ms timeslice (a run overshoots by at most one chunk), and large
+/// against the ~40 ns a safe point costs when nothing is due.
+const CHUNK_BYTES: usize = 128 << 10;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Scheme {
+    Baseline,
+    VmWide,
+    PerVcpu,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Segment {
+    secs: f64,
+    bytes: u64,
+    /// Sum over vCPUs of time spent inside safe points (sleeping, mostly),
+    /// seconds.
+    slept: f64,
+}
+
+impl Segment {
+    fn gbps(&self) -> f64 {
+        self.bytes as f64 / self.secs / 1e9
+    }
+}
+
+/// One vCPU: write, reach a safe point, repeat until `stop`.
+fn vcpu_loop(stop: &AtomicBool, bytes: &AtomicU64, slept_ns: &AtomicU64, mut safe_point: impl FnMut()) {
+    let mut buf = vec![0u64; BUF_BYTES / 8];
+    let words = CHUNK_BYTES / 8;
+    let (mut off, mut val, mut done, mut asleep) = (0usize, 1u64, 0u64, 0u64);
+    // Acquire: pairs with the Release store of `stop` in `segment`.
+    while !stop.load(Ordering::Acquire) {
+        for w in &mut buf[off..off + words] {
+            *w = val;
+        }
+        black_box(&mut buf);
+        val = val.wrapping_add(1);
+        off = (off + words) % buf.len();
+        done += CHUNK_BYTES as u64;
+        let t0 = Instant::now();
+        safe_point();
+        asleep += t0.elapsed().as_nanos() as u64;
+    }
+    // Relaxed: read after the threads are joined (join orders it).
+    bytes.fetch_add(done, Ordering::Relaxed);
+    slept_ns.fetch_add(asleep, Ordering::Relaxed);
+}
+
+/// Runs `n` vCPUs under `scheme` at `pct` for `secs`.
+fn segment(scheme: Scheme, n: usize, pct: u32, secs: f64) -> Segment {
+    let stop = Arc::new(AtomicBool::new(false));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let slept = Arc::new(AtomicU64::new(0));
+    let start = Arc::new(Barrier::new(n + 1));
+    let vmig = Arc::new(Throttle::new(n as u32, CPU_THROTTLE_TIMESLICE_NS).unwrap());
+    let (legacy, timer) = LegacyThrottle::start(n, CPU_THROTTLE_TIMESLICE_NS);
+    let threads: Vec<_> = (0..n)
+        .map(|v| {
+            let (stop, bytes, slept, start, vmig, legacy) =
+                (stop.clone(), bytes.clone(), slept.clone(), start.clone(), vmig.clone(), legacy.clone());
+            thread::spawn(move || {
+                start.wait();
+                match scheme {
+                    Scheme::Baseline | Scheme::PerVcpu => {
+                        vcpu_loop(&stop, &bytes, &slept, || {
+                            vmig.vcpu_run(v as u32).unwrap();
+                        })
+                    }
+                    Scheme::VmWide => vcpu_loop(&stop, &bytes, &slept, || {
+                        legacy.safe_point(v);
+                    }),
+                }
+            })
+        })
+        .collect();
+    start.wait();
+    let t0 = Instant::now();
+    match scheme {
+        Scheme::Baseline => {}
+        Scheme::PerVcpu if pct > 0 => vmig.set(pct).unwrap(),
+        Scheme::VmWide if pct > 0 => legacy.set(pct),
+        _ => {}
+    }
+    thread::sleep(Duration::from_secs_f64(secs));
+    // Release: pairs with the Acquire load in `vcpu_loop`.
+    stop.store(true, Ordering::Release);
+    // End sleeps in progress so the threads stop promptly; their time up to
+    // now is already counted, the wall clock stops here.
+    let wall = t0.elapsed().as_secs_f64();
+    vmig.set(0).unwrap();
+    legacy.stop();
+    for v in 0..n {
+        legacy.stop_vcpu(v, true);
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    legacy.shutdown();
+    timer.join().unwrap();
+    Segment { secs: wall, bytes: bytes.load(Ordering::Relaxed), slept: slept.load(Ordering::Relaxed) as f64 / 1e9 }
+}
+
+/// Seconds for `pct`: a whole number of throttle cycles, at least `min`.
+fn length(pct: u32, min: f64) -> f64 {
+    if pct == 0 {
+        return min;
+    }
+    let cycle = CPU_THROTTLE_TIMESLICE_NS as f64 / 1e9 / (1.0 - f64::from(pct) / 100.0);
+    (min / cycle).ceil() * cycle
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+}
+
+fn list(name: &str, default: &str) -> Vec<u32> {
+    std::env::var(name).unwrap_or_else(|_| default.into()).split(',').filter_map(|s| s.trim().parse().ok()).collect()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    // `cargo test --all-targets` runs benches without `--bench`: a smoke run
+    // that keeps this code executing in `make check`, not a measurement.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    if smoke {
+        println!("throttle bench: smoke run (cargo test), numbers are meaningless; use cargo bench");
+    }
+    let min_secs: f64 =
+        if smoke { 0.05 } else { std::env::var("VMIG_THROTTLE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(2.0) };
+    let targets = if smoke { vec![0, 50] } else { list("VMIG_THROTTLE_TARGETS", "0,10,20,30,40,50,60,70,80,90,95,99") };
+    let vcpus = if smoke { vec![2] } else { list("VMIG_THROTTLE_VCPUS", "2,4") };
+    for n in vcpus {
+        let n = n as usize;
+        println!("\nthrottle accuracy: {n} vCPUs, 10 ms timeslice, >= {min_secs} s per target, load {}", loadavg());
+        println!("+--------+--------------------------------+--------------------------------+");
+        println!("| Target |  VM-wide timer (QEMU replica)  |   per-vCPU closed loop (vmig)  |");
+        println!("|  (%)   | GB/s   Actual(%)  Slept(%)     | GB/s   Actual(%)  Slept(%)     |");
+        println!("+--------+--------------------------------+--------------------------------+");
+        let base_len = min_secs.min(1.0);
+        let mut before = segment(Scheme::Baseline, n, 0, base_len);
+        let (mut worst_legacy, mut worst_vmig) = (0.0f64, 0.0f64);
+        for &pct in &targets {
+            let len = length(pct, min_secs);
+            let leg = segment(Scheme::VmWide, n, pct, len);
+            let ours = segment(Scheme::PerVcpu, n, pct, len);
+            let after = segment(Scheme::Baseline, n, 0, base_len);
+            let base = (before.gbps() + after.gbps()) / 2.0;
+            before = after;
+            let actual = |s: &Segment| 100.0 * (1.0 - s.gbps() / base);
+            let slept = |s: &Segment| 100.0 * s.slept / (s.secs * n as f64);
+            if (10..=99).contains(&pct) {
+                worst_legacy = worst_legacy.max((actual(&leg) - f64::from(pct)).abs());
+                worst_vmig = worst_vmig.max((actual(&ours) - f64::from(pct)).abs());
+            }
+            println!(
+                "| {:>6} | {:>5.2}  {:>8.2}  {:>8.2}     | {:>5.2}  {:>8.2}  {:>8.2}     |",
+                pct,
+                leg.gbps(),
+                actual(&leg),
+                slept(&leg),
+                ours.gbps(),
+                actual(&ours),
+                slept(&ours)
+            );
+        }
+        println!("+--------+--------------------------------+--------------------------------+");
+        println!(
+            "worst |actual - target| over 10..99: VM-wide {worst_legacy:.2} pp, per-vCPU {worst_vmig:.2} pp (goal <= 0.5 for N = 2: {}); load at end {}",
+            if worst_vmig <= 0.5 { "met" } else { "NOT met" },
+            loadavg()
+        );
+    }
+}

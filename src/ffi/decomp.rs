@@ -1,0 +1,135 @@
+//! C ABI of the decompression pool (`vmig_decomp_*`). Engine: `crate::pool`.
+//!
+//! Thread-safety for every function here: a pool handle is driven by one
+//! thread at a time (QEMU's load thread); the workers are internal.
+
+use std::ffi::c_void;
+use std::ptr::NonNull;
+
+use super::{catch_int, catch_or, catch_ptr};
+use crate::error::{Error, Result};
+use crate::pool::DecompPool;
+
+/// A decompression pool (opaque).
+#[allow(non_camel_case_types)]
+pub struct vmig_decomp_pool {
+    _opaque: [u8; 0],
+}
+
+/// "vmigdeco": marks a live handle.
+const MAGIC: u64 = 0x766d_6967_6465_636f;
+
+struct Handle {
+    magic: u64,
+    pool: DecompPool,
+}
+
+/// # Safety
+/// `pool` is NULL or a handle from vmig_decomp_pool_new() not yet freed.
+unsafe fn handle<'a>(pool: *mut vmig_decomp_pool) -> Result<&'a mut Handle> {
+    let p = NonNull::new(pool).ok_or(Error::InvalidArgument("pool is NULL"))?;
+    // SAFETY: per the caller's contract it came from Box<Handle>; the
+    // single-thread rule gives exclusive access for the call.
+    let h = unsafe { p.cast::<Handle>().as_mut() };
+    if h.magic != MAGIC {
+        return Err(Error::InvalidArgument("not a decompression pool"));
+    }
+    Ok(h)
+}
+
+/// Creates a decompression pool with `threads` workers (1..=256) named
+/// `vmig-decomp/N`, for pages of `page_size` bytes (a power of two in
+/// 512..=65536).
+///
+/// Returns the pool, or NULL with errno EINVAL, ENOMEM or EAGAIN (a thread
+/// could not be started; the ones already started are stopped).
+///
+/// Thread-safety: may be called from any thread.
+#[no_mangle]
+pub extern "C" fn vmig_decomp_pool_new(threads: u32, page_size: u32) -> *mut vmig_decomp_pool {
+    catch_ptr(|| {
+        let pool = DecompPool::new(threads, page_size)?;
+        Ok(Box::into_raw(Box::new(Handle { magic: MAGIC, pool })).cast())
+    })
+}
+
+/// Stops and joins the workers and frees the pool. Pages not yet applied
+/// are dropped (call vmig_decomp_wait() first to apply them); a page being
+/// inflated when this is called is finished first. NULL is a no-op.
+///
+/// Thread-safety: the driving thread; no call on this pool may follow.
+///
+/// # Safety
+/// `pool` is NULL or a live handle from vmig_decomp_pool_new().
+#[no_mangle]
+pub unsafe extern "C" fn vmig_decomp_pool_free(pool: *mut vmig_decomp_pool) {
+    catch_or((), || {
+        // SAFETY: per this function's contract.
+        if let Ok(h) = unsafe { handle(pool) } {
+            h.magic = 0;
+            // SAFETY: the handle came from Box::into_raw in _new and is live.
+            drop(unsafe { Box::from_raw(std::ptr::from_mut(h)) });
+        }
+    })
+}
+
+/// Queues `len` bytes of zlib stream (copied before returning) to be
+/// inflated into `dest`. Submissions for the same `dest` are applied in
+/// submission order. Blocks while the chosen worker's ring is full.
+///
+/// The stream must inflate to exactly page_size bytes; anything else is
+/// reported by vmig_decomp_wait() as -EBADMSG, and `dest` is then left
+/// untouched. Nothing is ever written outside dest[0..page_size).
+///
+/// Returns 0; -EINVAL for a NULL pool or dest, or NULL zdata with len > 0;
+/// -EBADMSG when `len` exceeds compressBound(page_size) (also reported by
+/// the next vmig_decomp_wait()).
+///
+/// Thread-safety: the driving thread only.
+///
+/// # Safety
+/// `pool` is NULL or a live handle; `zdata` is readable for `len` bytes;
+/// `dest` is writable for page_size bytes and untouched by others until
+/// vmig_decomp_wait() returns.
+#[no_mangle]
+pub unsafe extern "C" fn vmig_decomp_submit(
+    pool: *mut vmig_decomp_pool,
+    zdata: *const c_void,
+    len: u32,
+    dest: *mut c_void,
+) -> i32 {
+    catch_int(|| {
+        // SAFETY: per this function's contract.
+        let h = unsafe { handle(pool) }?;
+        let input: &[u8] = if len == 0 {
+            &[]
+        } else if zdata.is_null() {
+            return Err(Error::InvalidArgument("zdata is NULL"));
+        } else {
+            // SAFETY: non-NULL and readable for `len` bytes per the contract.
+            unsafe { std::slice::from_raw_parts(zdata.cast::<u8>(), len as usize) }
+        };
+        // SAFETY: forwarded `dest` contract.
+        unsafe { h.pool.submit(input, dest.cast()) }?;
+        Ok(0)
+    })
+}
+
+/// Blocks until every submitted page is applied.
+///
+/// Returns 0, or the first error since the previous call (-EBADMSG for a
+/// corrupt, truncated, oversized or wrong-length stream; -EIO if a worker
+/// failed), which it clears; -EINVAL for a NULL pool.
+///
+/// Thread-safety: the driving thread only.
+///
+/// # Safety
+/// `pool` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn vmig_decomp_wait(pool: *mut vmig_decomp_pool) -> i32 {
+    catch_int(|| {
+        // SAFETY: per this function's contract.
+        unsafe { handle(pool) }?.pool.wait()?;
+        Ok(0)
+    })
+}

@@ -1,0 +1,36 @@
+//! Compression and decompression pools: the lockless multithread model.
+//!
+//! The migration thread submits pages round-robin into a small SPSC ring per
+//! worker (depth 4 by default); workers publish results on one MPSC done ring
+//! that the migration thread drains. Nothing on that path takes a lock; a
+//! worker sleeps only when its ring is empty and is woken only if asleep
+//! ([`wake`]). See `docs/pool.md` for the API, the guarantees and the
+//! benchmark, and [`worker`] for the engine both pools share.
+//!
+//! ```
+//! use vmig::pool::{CompConfig, CompPool};
+//! let mut pool = CompPool::new(&CompConfig { threads: 2, level: 1, page_size: 4096, ring_depth: 0 }).unwrap();
+//! let page = vec![7u8; 4096];
+//! // SAFETY: `page` outlives the pool's use of it: its result is collected below.
+//! unsafe { pool.submit(page.as_ptr(), 0x1000, 0, true).unwrap() };
+//! let r = pool.wait_result().unwrap();
+//! assert_eq!(r.key(), 0x1000);
+//! assert!(!r.data().is_empty());
+//! pool.release(r);
+//! ```
+
+mod compress;
+mod config;
+mod decompress;
+mod job;
+mod stats;
+mod tsan;
+pub mod wake;
+mod worker;
+
+pub use compress::{CompPool, CompResult};
+pub use config::{
+    compress_bound, CompConfig, DEFAULT_RING_DEPTH, MAX_PAGE_SIZE, MAX_RING_DEPTH, MAX_THREADS, MIN_PAGE_SIZE,
+};
+pub use decompress::DecompPool;
+pub use stats::CompStats;
