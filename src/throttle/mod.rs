@@ -148,6 +148,10 @@ impl Throttle {
     /// returns how long it must sleep now (0 when off, on the first call,
     /// or when earlier oversleep covers it). Then call
     /// [`vcpu_next_ns`](Self::vcpu_next_ns) when the sleep ends.
+    ///
+    /// Thread-safety: any thread; calls for one vCPU are serialised by its
+    /// own mutex and should come from that vCPU's thread or timer (two
+    /// callers interleaving on one vCPU would each see the other's phase).
     pub fn vcpu_sleep_ns(&self, vcpu: u32, now_ns: u64) -> Result<u64> {
         let s = self.setting();
         Ok(self.slot(vcpu)?.account.lock().begin_sleep(now_ns, &s))
@@ -156,6 +160,8 @@ impl Throttle {
     /// For a VMM with its own timers: this vCPU runs again from `now_ns`
     /// (its sleep ended); returns when its timer should fire next, absolute
     /// ns on the caller's clock, or `u64::MAX` when the throttle is off.
+    ///
+    /// Thread-safety: as [`vcpu_sleep_ns`](Self::vcpu_sleep_ns).
     pub fn vcpu_next_ns(&self, vcpu: u32, now_ns: u64) -> Result<u64> {
         let s = self.setting();
         Ok(self.slot(vcpu)?.account.lock().end_sleep(now_ns, &s))
@@ -164,6 +170,10 @@ impl Throttle {
     /// For a VMM without timers: called by the vCPU thread at a safe point;
     /// sleeps whatever this vCPU owes now (nothing before its timeslice is
     /// up). Returns `true` if the sleep was cut short by [`kick`](Self::kick).
+    ///
+    /// Thread-safety: from `vcpu`'s own thread, one call at a time per vCPU;
+    /// different vCPUs' threads call concurrently without sharing a cache
+    /// line. Uses CLOCK_MONOTONIC ([`monotonic_ns`]).
     pub fn vcpu_run(&self, vcpu: u32) -> Result<bool> {
         let slot = self.slot(vcpu)?;
         let s = self.setting();
