@@ -1,8 +1,12 @@
 # vmig: build, test and install.
 #   make                      release build of libvmig.so / libvmig.a
+#   make demo                 run vmig-sim: a whole live migration on defaults
 #   make check                the whole test suite (README's test command)
 #   make install PREFIX=/usr  library, header and pkg-config file
 #   make header               regenerate the checked-in include/vmig.h
+#   make qemu-check           QEMU 7.2 + qemu-patches/7.2: build, migration-test,
+#                             interop with Debian's stock QEMU (docs/qemu.md)
+#   make qemu-bench           stock versus patched QEMU on one guest workload
 
 CARGO     ?= cargo
 PREFIX    ?= /usr/local
@@ -13,12 +17,17 @@ VERSION   := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 SOMAJOR   := 0
 RELDIR    := target/release
 
-.PHONY: all release header check c-tests install uninstall clean
+.PHONY: all release demo header check c-tests install uninstall clean qemu-check qemu-bench
 
 all: release
 
 release:
 	$(CARGO) build --release --lib
+
+# README's first set-up command: a whole precopy live migration in-process
+# (sim/, docs/sim.md). Pass options with SIM_ARGS, e.g. SIM_ARGS=--compare.
+demo:
+	$(CARGO) run --release -p vmig-sim -- $(SIM_ARGS)
 
 header:
 	VMIG_UPDATE_HEADER=1 $(CARGO) build --lib
@@ -27,6 +36,14 @@ header:
 # says which one failed.
 check:
 	scripts/check.sh
+
+# Needs root (apt-get) and about 20 minutes on 2 cores; see docs/qemu.md.
+qemu-check:
+	qemu-patches/check.sh
+
+# Stock versus patched QEMU on one guest workload (qemu-patches/bench.py).
+qemu-bench:
+	qemu-patches/check.sh --bench
 
 c-tests: release
 	scripts/c-tests.sh

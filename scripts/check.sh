@@ -7,6 +7,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "cargo test (unit, integration, header drift, stress)"
 cargo test --release --all-targets
 
+step "vmig-sim: unit tests and short whole-migration scenarios"
+cargo test --release -p vmig-sim
+
 step "loom models of the pool's sleep/wake hand-off (tests/loom_pool.rs)"
 CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 \
   cargo test --release --test loom_pool

@@ -4,9 +4,9 @@
 //!
 //! * [`ring`]: a bounded lockless pointer ring (SPSC or MPSC).
 //! * [`reaper`]: the adaptive KVM dirty-ring reaper interval.
-//! * [`throttle`]: the accurate per-vCPU auto-converge throttle.
 //! * [`pool`]: compression and decompression pools on that ring, wire
 //!   compatible with QEMU's compressed pages.
+//! * [`throttle`]: the accurate per-vCPU auto-converge throttle.
 //!
 //! The C ABI lives in `ffi` and follows one contract, documented there:
 //! `0` or a negative errno, NULL/out-of-range arguments rejected with
@@ -27,8 +27,8 @@ pub mod reaper;
 /// cbindgen:ignore
 pub mod ring;
 /// cbindgen:ignore
-mod sync;
-/// cbindgen:ignore
 pub mod throttle;
+/// cbindgen:ignore
+mod sync;
 
 pub use error::{Error, Result};

@@ -38,6 +38,9 @@
 //! as vmig's pool, so a comparison measures only the threading model.
 
 #![allow(dead_code)]
+// The loops index by thread number on purpose: they mirror QEMU's
+// `for (idx = 0; idx < thread_count; idx++)` over `comp_param[idx]`.
+#![allow(clippy::needless_range_loop)]
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};

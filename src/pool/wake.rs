@@ -203,12 +203,26 @@ impl WakeFlag {
     }
 }
 
-/// Polls `ready` for up to [`SPIN_BUDGET_NS`] and returns its first `Some`;
-/// `None` means the caller should go through the sleep protocol.
+/// Whether a pool of `threads` workers plus its submitting thread fits on
+/// the CPUs this process may use. Only then is there a core to spin on: with
+/// more runnable threads than cores, CFS gives each its share, so a
+/// submitter spinning for ring space (the common wait: workers are the
+/// bottleneck) would take up to a third of the CPU of 2 workers on 2 cores,
+/// the very threads it waits for. It sleeps after [`SPIN_PAUSES`] instead.
+pub fn spinning_pays(threads: u32) -> bool {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (threads as usize) < cpus
+}
+
+/// Polls `ready` and returns its first `Some`; `None` means the caller
+/// should go through the sleep protocol. Polls [`SPIN_PAUSES`] times, then,
+/// if `long` (see [`spinning_pays`]), keeps polling with `sched_yield` for up
+/// to [`SPIN_BUDGET_NS`].
 #[inline]
-pub fn spin_for<T>(mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn spin_for<T>(long: bool, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
     #[cfg(loom)]
     {
+        let _ = long;
         ready()
     }
     #[cfg(not(loom))]
@@ -218,6 +232,9 @@ pub fn spin_for<T>(mut ready: impl FnMut() -> Option<T>) -> Option<T> {
                 return Some(v);
             }
             crate::sync::spin_loop();
+        }
+        if !long {
+            return ready();
         }
         let start = std::time::Instant::now();
         loop {

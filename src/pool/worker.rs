@@ -32,7 +32,7 @@ use std::thread::JoinHandle;
 
 use super::job::{RouteTable, Slot};
 use super::tsan::Tsan;
-use super::wake::{spin_for, WakeFlag};
+use super::wake::{spin_for, spinning_pays, WakeFlag};
 use crate::error::{Error, Result};
 use crate::ring::{self, Consumer, MpProducer, Producer};
 use crate::sync::{AtomicBool, Ordering};
@@ -95,6 +95,8 @@ pub(crate) struct Engine<J: Send + 'static> {
     max_in_flight: usize,
     pub counters: EngineCounters,
     tsan: Tsan,
+    /// Whether waits spin past SPIN_PAUSES (`wake::spinning_pays`).
+    long_spin: bool,
 }
 
 impl<J: Send + 'static> Engine<J> {
@@ -129,15 +131,24 @@ impl<J: Send + 'static> Engine<J> {
             max_in_flight: max,
             counters: EngineCounters { per_worker: vec![0; threads as usize], ..Default::default() },
             tsan: Tsan::detect(),
+            long_spin: spinning_pays(threads),
         };
         for index in 0..threads {
             let work = make_work(index)?;
             let (tx, rx) = ring::spsc::<SlotBox<J>>(depth)?;
             let wake = Arc::new(WakeFlag::new());
-            let (wake2, shared, done_tx, tsan) = (wake.clone(), engine.shared.clone(), done_tx.clone(), engine.tsan);
+            let ctx = WorkerCtx {
+                rx,
+                done: done_tx.clone(),
+                wake: wake.clone(),
+                shared: engine.shared.clone(),
+                tsan: engine.tsan,
+                long_spin: engine.long_spin,
+                low_water: depth / 2,
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("{name}/{index}"))
-                .spawn(move || worker_main(work, rx, done_tx, &wake2, &shared, tsan, depth / 2))
+                .spawn(move || worker_main(work, ctx))
                 .map_err(|_| Error::ThreadSpawn)?;
             engine.workers.push(WorkerHandle { tx, wake, thread: Some(thread) });
         }
@@ -192,7 +203,7 @@ impl<J: Send + 'static> Engine<J> {
                 Some(w) => room(w as usize).then_some(()),
                 None => (0..workers.len()).any(room).then_some(()),
             };
-            if spin_for(has_room).is_some() {
+            if spin_for(self.long_spin, has_room).is_some() {
                 continue;
             }
             // Relaxed: ordered by F1 in `prepare_sleep`, read after F2.
@@ -267,7 +278,7 @@ impl<J: Send + 'static> Engine<J> {
                 return None;
             }
             let done = &self.done;
-            if let Some(s) = spin_for(|| done.dequeue()) {
+            if let Some(s) = spin_for(self.long_spin, || done.dequeue()) {
                 self.collected(&s);
                 return Some(s);
             }
@@ -294,7 +305,7 @@ impl<J: Send + 'static> Engine<J> {
                 continue;
             }
             let done = &self.done;
-            if let Some(s) = spin_for(|| done.dequeue()) {
+            if let Some(s) = spin_for(self.long_spin, || done.dequeue()) {
                 self.ready.push_back(s);
                 continue;
             }
@@ -330,15 +341,21 @@ impl<J: Send + 'static> Drop for Engine<J> {
     }
 }
 
-fn worker_main<W: Work>(
-    mut work: W,
-    rx: Consumer<SlotBox<W::Job>>,
-    done: MpProducer<SlotBox<W::Job>>,
-    wake: &WakeFlag,
-    shared: &Shared,
+/// What a worker thread owns besides its `Work`.
+struct WorkerCtx<J: Send + 'static> {
+    rx: Consumer<SlotBox<J>>,
+    done: MpProducer<SlotBox<J>>,
+    wake: Arc<WakeFlag>,
+    shared: Arc<Shared>,
     tsan: Tsan,
+    /// Spin past SPIN_PAUSES before sleeping (`wake::spinning_pays`).
+    long_spin: bool,
+    /// Ring count at or below which a space-waiting submitter is woken.
     low_water: u32,
-) {
+}
+
+fn worker_main<W: Work>(mut work: W, ctx: WorkerCtx<W::Job>) {
+    let WorkerCtx { rx, done, wake, shared, tsan, long_spin, low_water } = ctx;
     loop {
         let slot = match rx.dequeue() {
             Some(s) => s,
@@ -347,7 +364,7 @@ fn worker_main<W: Work>(
                 if shared.shutdown.load(Ordering::Relaxed) {
                     return;
                 }
-                if let Some(s) = spin_for(|| rx.dequeue()) {
+                if let Some(s) = spin_for(long_spin, || rx.dequeue()) {
                     s
                 } else {
                     wake.prepare_sleep();
