@@ -124,12 +124,10 @@ static void test_kick(void)
     CHECK(vmig_reaper_wait(r) == 0);
     CHECK(now_us() - t0 >= 5000);
 
-    /* A kick before the wait is kept, and only once. */
+    /* A kick before the wait is kept (1, not a timeout), and only once. */
     CHECK(vmig_reaper_kick(r) == 0);
     CHECK(vmig_reaper_kick(r) == 0);
-    t0 = now_us();
     CHECK(vmig_reaper_wait(r) == 1);
-    CHECK(now_us() - t0 < 5000);
     CHECK(vmig_reaper_wait(r) == 0);
     vmig_reaper_free(r);
 
