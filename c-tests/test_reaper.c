@@ -124,24 +124,23 @@ static void test_kick(void)
     CHECK(vmig_reaper_wait(r) == 0);
     CHECK(now_us() - t0 >= 5000);
 
-    /* A kick before the wait is kept, and only once. */
+    /* A kick before the wait is kept (1, not a timeout), and only once. */
     CHECK(vmig_reaper_kick(r) == 0);
     CHECK(vmig_reaper_kick(r) == 0);
-    t0 = now_us();
     CHECK(vmig_reaper_wait(r) == 1);
-    CHECK(now_us() - t0 < 5000);
     CHECK(vmig_reaper_wait(r) == 0);
     vmig_reaper_free(r);
 
-    /* A kick from another thread ends a 1 s wait. */
-    c.fixed_interval_us = 1000000;
+    /* A kick from another thread ends a 2 s wait (generous margin: the
+     * machine running the tests may be heavily loaded). */
+    c.fixed_interval_us = 2000000;
     r = vmig_reaper_new(&c);
     CHECK(r != NULL);
     pthread_t th;
     CHECK(pthread_create(&th, NULL, kicker, r) == 0);
     t0 = now_us();
     CHECK(vmig_reaper_wait(r) == 1);
-    CHECK(now_us() - t0 < 900000);
+    CHECK(now_us() - t0 < 1500000);
     CHECK(pthread_join(th, NULL) == 0);
     vmig_reaper_free(r);
 }
