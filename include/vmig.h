@@ -110,9 +110,10 @@ typedef struct vmig_comp_result {
   uint64_t key;
   // The opaque pointer passed to vmig_comp_submit().
   void *opaque;
-  // One complete zlib stream (RFC 1950) of the page, valid until
-  // vmig_comp_release() or vmig_comp_pool_free(); NULL for a zero page or
-  // a failed page.
+  // One complete zlib stream (RFC 1950) of the page, at most
+  // compressBound(page_size) bytes (the limit QEMU's receiver checks),
+  // valid until vmig_comp_release() or vmig_comp_pool_free(); NULL for a
+  // zero page or a failed page.
   const uint8_t *data;
   // Bytes at `data` (0 when `data` is NULL).
   uint32_t len;
@@ -261,8 +262,10 @@ int32_t vmig_comp_poll(struct vmig_comp_pool *pool, struct vmig_comp_result *res
 int32_t vmig_comp_wait_result(struct vmig_comp_pool *pool, struct vmig_comp_result *result);
 
 // Hands a result's buffer back to the pool; `result->data` becomes invalid.
-// A result without data (zero or failed page), a NULL argument or a result
-// already released is ignored.
+// A result without data (zero or failed page) or a NULL argument is
+// ignored. Releasing a result twice is a caller bug: it is ignored until
+// the buffer is lent to a later result, after which it would release that
+// one (buffers are recycled, so `data` pointers repeat).
 //
 // Thread-safety: the driving thread only.
 //

@@ -62,7 +62,9 @@ impl Corpus {
             });
         }
         let text_files = files;
-        let mut sources = format!("code: {code_files} ELF files from /usr/bin; text: {text_files} files from /usr/share/doc, /usr/include");
+        let mut sources = format!(
+            "code: {code_files} ELF files from /usr/bin; text: {text_files} files from /usr/share/doc, /usr/include"
+        );
         if code.len() < 16 * PAGE_SIZE {
             code.clear();
             if let Ok(exe) = std::env::current_exe() {

@@ -48,7 +48,14 @@ impl Trigger {
     /// One sync found `new_dirty` pages of `page_size` bytes; `transferred`
     /// bytes have been sent so far and the throttle is at `current`%.
     /// Returns the new percentage when the throttle must go up.
-    pub fn on_sync(&mut self, now: Instant, new_dirty: u64, page_size: u64, transferred: u64, current: u32) -> Option<u32> {
+    pub fn on_sync(
+        &mut self,
+        now: Instant,
+        new_dirty: u64,
+        page_size: u64,
+        transferred: u64,
+        current: u32,
+    ) -> Option<u32> {
         self.num_dirty_pages_period += new_dirty;
         let period = now.saturating_duration_since(self.time_last_bitmap_sync);
         if period <= PERIOD {

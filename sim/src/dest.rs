@@ -53,7 +53,10 @@ fn receive(listener: TcpListener, ram: &GuestRam, decomp: &mut dyn Decompressor)
     let mut r = BufReader::with_capacity(256 << 10, sock);
     let pages = wire::read_header(&mut r)?;
     if pages != ram.pages() {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("stream has {pages} pages, guest {}", ram.pages())));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("stream has {pages} pages, guest {}", ram.pages()),
+        ));
     }
     let mut pending = Flags::new(pages);
     let mut any_pending = false;
@@ -98,5 +101,84 @@ fn receive(listener: TcpListener, ram: &GuestRam, decomp: &mut dyn Decompressor)
                 return Ok(st);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PAGE_SIZE;
+    use crate::vmig_engines::VmigDecomp;
+    use std::io::Write;
+    use std::net::TcpStream;
+
+    fn zlib(page: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(1));
+        e.write_all(page).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// Many compressed copies of a page, each followed at once by a newer
+    /// raw or zero copy: the newer one must win every time.
+    #[test]
+    fn raw_and_zero_pages_never_lose_to_an_older_compressed_copy() {
+        let pages = 64u64;
+        let ram = GuestRam::new(pages).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut stream = Vec::new();
+        wire::put_header(&mut stream, pages);
+        let mut want = vec![[0u8; PAGE_SIZE]; pages as usize];
+        for round in 0..20u8 {
+            for p in 0..pages {
+                let old = [round.wrapping_mul(7).wrapping_add(p as u8) | 1; PAGE_SIZE];
+                wire::put_compressed(&mut stream, p, &zlib(&old));
+                match (p + u64::from(round)) % 3 {
+                    0 => {
+                        wire::put_zero(&mut stream, p, 0);
+                        want[p as usize] = [0; PAGE_SIZE];
+                    }
+                    1 => {
+                        let new = [round ^ 0xa5 ^ p as u8; PAGE_SIZE];
+                        wire::put_page(&mut stream, p, &new);
+                        want[p as usize] = new;
+                    }
+                    _ => want[p as usize] = old,
+                }
+            }
+            wire::put_eos(&mut stream);
+        }
+        wire::put_end(&mut stream);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            let ram = &ram;
+            s.spawn(move || serve(listener, ram, Box::new(VmigDecomp::new(2).unwrap()), tx));
+            TcpStream::connect(addr).unwrap().write_all(&stream).unwrap();
+        });
+        let st = rx.recv().unwrap().unwrap();
+        assert_eq!(st.compressed, 20 * pages);
+        assert!(st.ordering_waits > 0);
+        for p in 0..pages {
+            // SAFETY: the destination thread has finished.
+            assert_eq!(unsafe { ram.page_quiescent(p) }, &want[p as usize][..], "page {p}");
+        }
+    }
+
+    #[test]
+    fn a_truncated_stream_is_an_error() {
+        let ram = GuestRam::new(4).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut stream = Vec::new();
+        wire::put_header(&mut stream, 4);
+        wire::put_page(&mut stream, 1, &[3u8; PAGE_SIZE]);
+        stream.truncate(stream.len() - 10);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            let ram = &ram;
+            s.spawn(move || serve(listener, ram, Box::new(VmigDecomp::new(1).unwrap()), tx));
+            TcpStream::connect(addr).unwrap().write_all(&stream).unwrap();
+        });
+        assert!(rx.recv().unwrap().is_err());
     }
 }

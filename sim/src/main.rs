@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use vmig_sim::config::{ContentMix, ReaperPolicyKind, SimConfig, Stack};
 use vmig_sim::content::Corpus;
-use vmig_sim::report::{compare_table, Report};
+use vmig_sim::report::{compare_table, rounds_table, Report};
 use vmig_sim::source::Progress;
 
 /// Sizes: a number with an optional K/M/G/T suffix (powers of 1024; "iB" or
@@ -127,7 +127,7 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 2)]
     decompress_threads: u32,
     /// on: wait for a free compression thread; off: send the page raw when all are busy (QEMU compress-wait-thread).
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_onoff)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_onoff, action = clap::ArgAction::Set)]
     compress_wait_thread: bool,
     /// Maximum downtime in milliseconds (QEMU downtime-limit).
     #[arg(long, value_name = "MS", default_value_t = 300)]
@@ -165,6 +165,10 @@ struct Cli {
     /// Run the same scenario with the legacy stack, then with vmig's, and print them side by side.
     #[arg(long)]
     compare: bool,
+    /// With --compare: this many rounds, alternating which stack runs first (legacy first in odd rounds), then
+    /// each round's ratios and their medians; the machine's load drifts, and a fixed order is a bias.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
     /// Print the report(s) as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -283,24 +287,40 @@ fn main() -> ExitCode {
     if cli.compare {
         let legacy_cfg = SimConfig { stack: Stack::Legacy, ..cfg.clone() };
         let vmig_cfg = SimConfig { stack: Stack::Vmig, ..cfg };
-        let legacy = match run_one(&legacy_cfg, &corpus, cli.quiet, "legacy") {
-            Ok(r) => r,
-            Err(e) => return fail(&e),
-        };
-        let vmig = match run_one(&vmig_cfg, &corpus, cli.quiet, "vmig") {
-            Ok(r) => r,
-            Err(e) => return fail(&e),
-        };
+        let mut rounds = Vec::new();
+        for round in 1..=cli.rounds {
+            let legacy_first = round % 2 == 1;
+            let mut pair = [None, None];
+            for first in [true, false] {
+                let legacy_now = first == legacy_first;
+                let (c, label, slot) =
+                    if legacy_now { (&legacy_cfg, "legacy", 0) } else { (&vmig_cfg, "vmig", 1) };
+                match run_one(c, &corpus, cli.quiet, label) {
+                    Ok(r) => pair[slot] = Some(r),
+                    Err(e) => return fail(&e),
+                }
+            }
+            let [Some(legacy), Some(vmig)] = pair else { unreachable!("both stacks ran") };
+            rounds.push((legacy_first, legacy, vmig));
+        }
         if cli.json {
-            let v = serde_json::json!({ "legacy": legacy, "vmig": vmig });
+            let v: Vec<_> = rounds
+                .iter()
+                .map(|(lf, l, v)| serde_json::json!({ "legacy_first": lf, "legacy": l, "vmig": v }))
+                .collect();
+            let v = if v.len() == 1 { v[0].clone() } else { serde_json::Value::Array(v) };
             println!("{}", serde_json::to_string_pretty(&v).expect("serialisable"));
-        } else {
+        } else if let [(_, legacy, vmig)] = &rounds[..] {
             println!("{}", legacy.info_migrate());
             println!("{}", vmig.info_migrate());
-            println!("{}", compare_table(&legacy, &vmig));
+            println!("{}", compare_table(legacy, vmig));
+        } else {
+            let pairs: Vec<_> = rounds.iter().map(|(lf, l, v)| (*lf, l, v)).collect();
+            println!("{}", rounds_table(&pairs));
         }
-        let mismatch = [&legacy, &vmig].iter().any(|r| r.verification_failed());
-        return if vmig.ok() && !mismatch { ExitCode::SUCCESS } else { ExitCode::from(1) };
+        let mismatch = rounds.iter().any(|(_, l, v)| l.verification_failed() || v.verification_failed());
+        let vmig_ok = rounds.iter().all(|(_, _, v)| v.ok());
+        return if vmig_ok && !mismatch { ExitCode::SUCCESS } else { ExitCode::from(1) };
     }
     let label = if cfg.stack == Stack::Vmig { "vmig" } else { "legacy" };
     let r = match run_one(&cfg, &corpus, cli.quiet, label) {

@@ -54,14 +54,18 @@ mod tests {
 
     #[test]
     fn reproducible_and_streams_differ() {
-        let a: Vec<u64> = (0..4).map({
-            let mut g = SplitMix64::new(7, 0);
-            move |_| g.next_u64()
-        }).collect();
-        let b: Vec<u64> = (0..4).map({
-            let mut g = SplitMix64::new(7, 0);
-            move |_| g.next_u64()
-        }).collect();
+        let a: Vec<u64> = (0..4)
+            .map({
+                let mut g = SplitMix64::new(7, 0);
+                move |_| g.next_u64()
+            })
+            .collect();
+        let b: Vec<u64> = (0..4)
+            .map({
+                let mut g = SplitMix64::new(7, 0);
+                move |_| g.next_u64()
+            })
+            .collect();
         let c = SplitMix64::new(7, 1).next_u64();
         assert_eq!(a, b);
         assert_ne!(a[0], c);

@@ -114,21 +114,18 @@ impl Report {
     ) -> Report {
         let (status, status_detail) = match status {
             Status::Completed => ("completed".to_string(), None),
-            Status::Cancelled => (
-                "cancelled".to_string(),
-                Some(format!("did not converge within --max-time {} s", cfg.max_time_s)),
-            ),
+            Status::Cancelled => {
+                ("cancelled".to_string(), Some(format!("did not converge within --max-time {} s", cfg.max_time_s)))
+            }
             Status::Failed(e) => ("failed".to_string(), Some(e)),
         };
-        let compression = comp.map(|c| {
-            CompSummary {
-                pages: c.pages,
-                zero_pages: c.zero_pages,
-                busy: source.busy_raw_pages,
-                busy_rate: ratio(source.busy_raw_pages, c.pages + source.busy_raw_pages),
-                compressed_bytes: source.compressed_bytes,
-                ratio: ratio(source.compressed_pages * PAGE_SIZE as u64, source.compressed_bytes),
-            }
+        let compression = comp.map(|c| CompSummary {
+            pages: c.pages,
+            zero_pages: c.zero_pages,
+            busy: source.busy_raw_pages,
+            busy_rate: ratio(source.busy_raw_pages, c.pages + source.busy_raw_pages),
+            compressed_bytes: source.compressed_bytes,
+            ratio: ratio(source.compressed_pages * PAGE_SIZE as u64, source.compressed_bytes),
         });
         let guest_write_rate = guest_writes as f64 / guest_s.max(1e-9);
         Report {
@@ -171,16 +168,32 @@ impl Report {
         let c = &self.config;
         let kb = |b: u64| b / 1024;
         let mut o = String::new();
-        let _ = writeln!(o, "stack: {}  (reaper {}, compression {}, throttle {})", c.stack.name(), self.reaper_policy,
-            if c.compress_threads == 0 { "off".to_string() } else { format!("{} threads level {}", c.compress_threads, c.compress_level) },
-            match c.stack { crate::config::Stack::Vmig => "per-vCPU", crate::config::Stack::Legacy => "VM-wide timer" });
+        let _ = writeln!(
+            o,
+            "stack: {}  (reaper {}, compression {}, throttle {})",
+            c.stack.name(),
+            self.reaper_policy,
+            if c.compress_threads == 0 {
+                "off".to_string()
+            } else {
+                format!("{} threads level {}", c.compress_threads, c.compress_level)
+            },
+            match c.stack {
+                crate::config::Stack::Vmig => "per-vCPU",
+                crate::config::Stack::Legacy => "VM-wide timer",
+            }
+        );
         let _ = writeln!(o, "Migration status: {}", self.status);
         if let Some(d) = &self.status_detail {
             let _ = writeln!(o, "status detail: {d}");
         }
         let _ = writeln!(o, "total time: {:.0} milliseconds", s.total_ms);
         if self.status == "completed" {
-            let _ = writeln!(o, "downtime: {:.0} milliseconds", s.downtime_ms);
+            let _ = writeln!(
+                o,
+                "downtime: {:.0} milliseconds ({} pages; stop {:.0} ms, send {:.0} ms, destination {:.0} ms)",
+                s.downtime_ms, s.downtime_pages, s.downtime_stop_ms, s.downtime_send_ms, s.downtime_dest_ms
+            );
         } else {
             let _ = writeln!(o, "expected downtime: {:.0} milliseconds", s.expected_downtime_ms);
         }
@@ -251,13 +264,19 @@ pub fn compare_table(legacy: &Report, vmig: &Report) -> String {
         ("transferred (MiB)", mib(legacy.source.transferred), mib(vmig.source.transferred), |v| format!("{v:.0}")),
         ("throughput (Mbit/s)", legacy.throughput_mbps, vmig.throughput_mbps, |v| format!("{v:.0}")),
         ("remaining (MiB)", mib(legacy.source.remaining), mib(vmig.source.remaining), |v| format!("{v:.1}")),
-        ("dirty sync count", legacy.source.dirty_sync_count as f64, vmig.source.dirty_sync_count as f64, |v| format!("{v:.0}")),
+        ("dirty sync count", legacy.source.dirty_sync_count as f64, vmig.source.dirty_sync_count as f64, |v| {
+            format!("{v:.0}")
+        }),
         ("normal pages", legacy.source.normal_pages as f64, vmig.source.normal_pages as f64, |v| format!("{v:.0}")),
-        ("compressed pages", legacy.source.compressed_pages as f64, vmig.source.compressed_pages as f64, |v| format!("{v:.0}")),
+        ("compressed pages", legacy.source.compressed_pages as f64, vmig.source.compressed_pages as f64, |v| {
+            format!("{v:.0}")
+        }),
         ("zero pages", legacy.source.zero_pages as f64, vmig.source.zero_pages as f64, |v| format!("{v:.0}")),
         ("compression busy rate", busy(legacy), busy(vmig), |v| format!("{v:.2}")),
         ("compression rate", crate_ratio(legacy), crate_ratio(vmig), |v| format!("{v:.2}")),
-        ("throttle reached (%)", legacy.source.throttle_max_pct as f64, vmig.source.throttle_max_pct as f64, |v| format!("{v:.0}")),
+        ("throttle reached (%)", legacy.source.throttle_max_pct as f64, vmig.source.throttle_max_pct as f64, |v| {
+            format!("{v:.0}")
+        }),
         ("ring-full events", legacy.ring_full_events as f64, vmig.ring_full_events as f64, |v| format!("{v:.0}")),
         ("vCPU stall (ms)", legacy.vcpu_stall_ms, vmig.vcpu_stall_ms, |v| format!("{v:.0}")),
         ("reaper wake-ups", legacy.reaper_wakeups as f64, vmig.reaper_wakeups as f64, |v| format!("{v:.0}")),
@@ -297,4 +316,70 @@ impl Report {
     pub fn verification_failed(&self) -> bool {
         matches!(self.verification, Verification::Mismatch { .. })
     }
+}
+
+/// `--compare --rounds N`: one line per round and the medians of the
+/// vmig/legacy ratios. Each entry is (legacy ran first, legacy, vmig).
+pub fn rounds_table(rounds: &[(bool, &Report, &Report)]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "{:>5} {:>7} {:>10} {:>10} {:>8} {:>10} {:>9} {:>9} {:>10} {:>12}",
+        "round", "first", "legacy s", "vmig s", "time", "throughput", "throttle", "ring-full", "guest w/s", "downtime ms"
+    );
+    let (mut t, mut b, mut g) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (legacy_first, l, v)) in rounds.iter().enumerate() {
+        let rt = v.source.total_ms / l.source.total_ms;
+        let rb = v.throughput_mbps / l.throughput_mbps;
+        let rg = v.guest_write_rate / l.guest_write_rate;
+        t.push(rt);
+        b.push(rb);
+        g.push(rg);
+        let _ = writeln!(
+            o,
+            "{:>5} {:>7} {:>10.1} {:>10.1} {:>7.2}x {:>9.2}x {:>4}/{:<4} {:>4}/{:<4} {:>9.2}x {:>5.0}/{:<6.0}",
+            i + 1,
+            if *legacy_first { "legacy" } else { "vmig" },
+            l.source.total_ms / 1000.0,
+            v.source.total_ms / 1000.0,
+            rt,
+            rb,
+            l.source.throttle_max_pct,
+            v.source.throttle_max_pct,
+            l.ring_full_events,
+            v.ring_full_events,
+            rg,
+            l.source.downtime_ms,
+            v.source.downtime_ms,
+        );
+    }
+    let _ = writeln!(
+        o,
+        "median vmig/legacy: total time {:.2}x, throughput {:.2}x, guest writes/s {:.2}x ({} rounds; statuses legacy {}, vmig {})",
+        median(&mut t),
+        median(&mut b),
+        median(&mut g),
+        rounds.len(),
+        statuses(rounds.iter().map(|r| r.1)),
+        statuses(rounds.iter().map(|r| r.2)),
+    );
+    o
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn statuses<'a>(rs: impl Iterator<Item = &'a Report>) -> String {
+    let mut v: Vec<String> = rs.map(|r| if r.ok() { "ok".to_string() } else { r.status.clone() }).collect();
+    v.dedup();
+    v.join("/")
 }

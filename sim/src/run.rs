@@ -81,7 +81,8 @@ pub fn run(cfg: &SimConfig, corpus: &Corpus, progress: &mut dyn FnMut(&Progress)
         let verification = if status == Status::Completed {
             let v = verify(&src, dst_ref);
             if let Verification::Mismatch { first_page, .. } = v {
-                status = Status::Failed(format!("destination RAM differs from source, first differing page {first_page}"));
+                status =
+                    Status::Failed(format!("destination RAM differs from source, first differing page {first_page}"));
             }
             v
         } else {

@@ -103,6 +103,15 @@ pub struct SourceStats {
     pub dirty_pages_rate: u64,
     /// Time the migration thread slept on the rate limit.
     pub rate_limited_ms: f64,
+    /// Downtime breakdown: stopping the vCPUs and the reaper.
+    pub downtime_stop_ms: f64,
+    /// Downtime breakdown: final sync and sending the rest (with the
+    /// compressor drained).
+    pub downtime_send_ms: f64,
+    /// Downtime breakdown: waiting for the destination to apply the rest.
+    pub downtime_dest_ms: f64,
+    /// Pages sent while the guest was stopped.
+    pub downtime_pages: u64,
 }
 
 /// Emits records; kept apart from the compressor so its callbacks can borrow
@@ -263,7 +272,8 @@ impl<'a> Source<'a> {
         self.em.record(|b| wire::put_header(b, self.ram.pages()));
         self.em.link.flush()?;
         self.em.stats.setup_ms = ms(t0.elapsed());
-        self.trigger = Trigger::new(self.cfg.throttle_initial, self.cfg.throttle_increment, self.cfg.throttle_max, Instant::now());
+        self.trigger =
+            Trigger::new(self.cfg.throttle_initial, self.cfg.throttle_increment, self.cfg.throttle_max, Instant::now());
         let max_time = Duration::from_secs_f64(self.cfg.max_time_s);
         let mut window_start = Instant::now();
         let mut window_bytes = self.em.link.transferred;
@@ -305,7 +315,9 @@ impl<'a> Source<'a> {
         guest.stop_vcpus();
         guest.stop_reaper();
         shared.throttle.set(0);
+        let stopped = Instant::now();
         self.sync(guest, false);
+        self.em.stats.downtime_pages = self.bmap.count();
         self.cursor = 0;
         while let Some(p) = self.bmap.take_next(self.cursor) {
             self.cursor = p + 1;
@@ -316,11 +328,16 @@ impl<'a> Source<'a> {
         self.em.record(wire::put_end);
         self.em.check()?;
         self.em.link.flush()?;
+        let sent = Instant::now();
         let dest = done.recv().map_err(|_| io::Error::other("destination thread died"))?;
         if let Err(e) = dest {
             return Err(io::Error::other(format!("destination: {e}")));
         }
-        self.em.stats.downtime_ms = ms(down.elapsed());
+        let end = Instant::now();
+        self.em.stats.downtime_ms = ms(end - down);
+        self.em.stats.downtime_stop_ms = ms(stopped - down);
+        self.em.stats.downtime_send_ms = ms(sent - stopped);
+        self.em.stats.downtime_dest_ms = ms(end - sent);
         progress(&self.progress(t0, "completed", 0, mbps));
         Ok(Status::Completed)
     }
@@ -440,7 +457,6 @@ impl<'a> Source<'a> {
         }
         self.em.check()
     }
-
 }
 
 fn ms(d: Duration) -> f64 {

@@ -129,7 +129,8 @@ pub fn read_record(r: &mut impl Read, nr_pages: u64, buf: &mut Vec<u8>) -> io::R
     let word = u64::from_be_bytes(w);
     let flags = word & FLAG_MASK;
     let page = (word & !FLAG_MASK) / PAGE_SIZE as u64;
-    let in_range = |page: u64| if page < nr_pages { Ok(page) } else { Err(bad(format!("page {page} beyond guest RAM"))) };
+    let in_range =
+        |page: u64| if page < nr_pages { Ok(page) } else { Err(bad(format!("page {page} beyond guest RAM"))) };
     match flags {
         FLAG_ZERO => {
             let mut b = [0u8; 1];

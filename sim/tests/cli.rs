@@ -17,6 +17,9 @@ fn invalid_arguments_exit_2_with_a_message() {
         (&["--reaper", "sometimes"], "--reaper"),
         (&["--mix", "50,50,50,0"], "--mix"),
         (&["--bandwidth", "0"], "--bandwidth"),
+        (&["--compress-wait-thread", "maybe"], "--compress-wait-thread"),
+        (&["--dirty-ring-size", "1000"], "--dirty-ring-size"),
+        (&["--compare", "--rounds", "0"], "--rounds"),
         (&["--no-such-option"], "--no-such-option"),
     ];
     for (args, needle) in cases {
@@ -33,10 +36,29 @@ fn help_documents_every_knob() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for knob in [
-        "--mem", "--vcpus", "--dirty-rate", "--working-set", "--bandwidth", "--compress-threads",
-        "--compress-level", "--decompress-threads", "--compress-wait-thread", "--downtime-limit", "--reaper",
-        "--dirty-ring-size", "--no-auto-converge", "--throttle-initial", "--throttle-increment",
-        "--throttle-max", "--mix", "--seed", "--max-time", "--stack", "--compare", "--json",
+        "--mem",
+        "--vcpus",
+        "--dirty-rate",
+        "--working-set",
+        "--bandwidth",
+        "--compress-threads",
+        "--compress-level",
+        "--decompress-threads",
+        "--compress-wait-thread",
+        "--downtime-limit",
+        "--reaper",
+        "--dirty-ring-size",
+        "--no-auto-converge",
+        "--throttle-initial",
+        "--throttle-increment",
+        "--throttle-max",
+        "--mix",
+        "--seed",
+        "--max-time",
+        "--stack",
+        "--compare",
+        "--rounds",
+        "--json",
     ] {
         assert!(help.contains(knob), "--help lacks {knob}");
     }
@@ -47,13 +69,14 @@ const SHORT: &[&str] = &["--mem", "64M", "--working-set", "8M", "--dirty-rate", 
 #[test]
 fn short_run_prints_json_and_exits_0() {
     let mut args = SHORT.to_vec();
-    args.push("--json");
+    args.extend(["--json", "--compress-wait-thread", "off"]);
     let out = sim(&args);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert_eq!(v["status"], "completed");
     assert_eq!(v["verification"]["result"], "match");
     assert!(v["source"]["transferred"].as_u64().unwrap() > 0);
+    assert_eq!(v["config"]["compress_wait"], false);
 }
 
 #[test]

@@ -11,10 +11,12 @@
 //! This is the model of the 2018 RFC "migration: improve multithreads for
 //! compression and decompression" (shared/seeds), on the vmig ring, plus:
 //! a worker sleeps only when its ring is empty and is woken only if asleep
-//! ([`super::wake`]); the submitter sleeps only when nothing is ready; a key
+//! ([`super::wake`]); the submitter sleeps only when nothing is ready and,
+//! waiting for space, is woken only when a ring is down to half; a key
 //! still in flight is routed to the worker holding it, so results for one key
 //! come back in submission order (each worker is FIFO, and the done ring is
-//! FIFO per producer).
+//! FIFO per producer); a waiting submission keeps every worker within two
+//! rings of the least-fed one.
 //!
 //! **Single-thread rule**: an `Engine` is driven by one thread at a time
 //! (`&mut self`): the submitting thread also collects. Only that thread
@@ -97,6 +99,17 @@ pub(crate) struct Engine<J: Send + 'static> {
     tsan: Tsan,
     /// Whether waits spin past SPIN_PAUSES (`wake::spinning_pays`).
     long_spin: bool,
+    /// Pages queued on each worker so far.
+    submitted: Vec<u64>,
+    /// How far (in pages) a waiting submission lets one worker run ahead of
+    /// the least-fed one: two rings' worth. Round robin that skips full
+    /// rings hands more pages to whichever worker the OS schedules more; on
+    /// an oversubscribed host (4 workers on 2 cores) that left one worker
+    /// with 35-44% fewer pages than another in `benches/pool.rs`. Bounding
+    /// the lead keeps them even over any run longer than a few rings, and
+    /// costs nothing while the OS is fair. A non-waiting submission (QEMU's
+    /// compress-wait-thread=off) is never refused for balance.
+    max_skew: u64,
 }
 
 impl<J: Send + 'static> Engine<J> {
@@ -132,6 +145,8 @@ impl<J: Send + 'static> Engine<J> {
             counters: EngineCounters { per_worker: vec![0; threads as usize], ..Default::default() },
             tsan: Tsan::detect(),
             long_spin: spinning_pays(threads),
+            submitted: vec![0; threads as usize],
+            max_skew: 2 * u64::from(depth),
         };
         for index in 0..threads {
             let work = make_work(index)?;
@@ -180,7 +195,13 @@ impl<J: Send + 'static> Engine<J> {
         }
         let pinned = self.routes.worker_of(slot.key);
         loop {
-            match self.try_enqueue(slot, pinned) {
+            // A waiting, unpinned submission may not feed a worker that is
+            // `max_skew` pages ahead of the least-fed one (see `max_skew`).
+            let limit = match (wait, pinned) {
+                (true, None) => self.submitted.iter().min().copied().unwrap_or(0) + self.max_skew,
+                _ => u64::MAX,
+            };
+            match self.try_enqueue(slot, pinned, limit) {
                 Ok(w) => {
                     self.in_flight += 1;
                     if self.workers[w].wake.wake_if_sleeping() {
@@ -197,8 +218,8 @@ impl<J: Send + 'static> Engine<J> {
             // Every candidate ring is full, so each candidate worker has work
             // queued and will publish a result, which wakes us (see
             // `worker_main`). Spin first: a slot frees up every ~16 us.
-            let workers = &self.workers;
-            let room = |w: usize| workers[w].tx.count() < workers[w].tx.capacity();
+            let (workers, submitted) = (&self.workers, &self.submitted);
+            let room = |w: usize| submitted[w] < limit && workers[w].tx.count() < workers[w].tx.capacity();
             let has_room = || match pinned {
                 Some(w) => room(w as usize).then_some(()),
                 None => (0..workers.len()).any(room).then_some(()),
@@ -209,7 +230,7 @@ impl<J: Send + 'static> Engine<J> {
             // Relaxed: ordered by F1 in `prepare_sleep`, read after F2.
             self.shared.wants_space.store(true, Ordering::Relaxed);
             self.shared.waiter.prepare_sleep();
-            match self.try_enqueue(slot, pinned) {
+            match self.try_enqueue(slot, pinned, limit) {
                 Ok(w) => {
                     self.shared.waiter.cancel_sleep();
                     self.in_flight += 1;
@@ -224,9 +245,10 @@ impl<J: Send + 'static> Engine<J> {
         }
     }
 
-    /// One enqueue attempt; returns the worker that took the slot.
+    /// One enqueue attempt on the pinned worker, or round robin over the
+    /// workers fed fewer than `limit` pages; returns the worker that took it.
     #[inline]
-    fn try_enqueue(&mut self, mut slot: SlotBox<J>, pinned: Option<u32>) -> std::result::Result<usize, SlotBox<J>> {
+    fn try_enqueue(&mut self, mut slot: SlotBox<J>, pinned: Option<u32>, limit: u64) -> std::result::Result<usize, SlotBox<J>> {
         let n = self.workers.len();
         let (first, tries) = match pinned {
             Some(w) => (w as usize, 1),
@@ -234,12 +256,16 @@ impl<J: Send + 'static> Engine<J> {
         };
         for i in 0..tries {
             let w = (first + i) % n;
+            if self.submitted[w] >= limit {
+                continue;
+            }
             slot.worker = w as u32;
             let key = slot.key;
             self.tsan.release(&*slot);
             match self.workers[w].tx.enqueue(slot) {
                 Ok(()) => {
                     self.routes.add(key, w as u32);
+                    self.submitted[w] += 1;
                     if pinned.is_none() {
                         self.next = (w + 1) % n;
                     }
