@@ -37,7 +37,7 @@ header:
 check:
 	scripts/check.sh
 
-# Needs root (apt-get) and about 20 minutes on 2 cores; see docs/qemu.md.
+# Needs root (apt-get); 20 min on 2 idle cores, up to 45 busy; docs/qemu.md.
 qemu-check:
 	qemu-patches/check.sh
 

@@ -12,6 +12,8 @@ of that memory is dirtied continuously.  For each binary, in one run:
              kvm_dirty_ring_full) during a calc-dirty-rate in dirty-ring
              mode (dirty logging on for CALC_SECS) with
              -accel kvm,dirty-ring-size=4096.
+  throttle   the vCPU thread's CPU share (/proc) with auto-converge pinned
+             at 20, 50, 80 and 99%, against its unthrottled share.
 
 Usage: bench.py STOCK_BINARY PATCHED_BINARY TREE  (TREE: patched source)
 """
@@ -26,6 +28,8 @@ import tempfile
 import time
 
 CALC_SECS = 10          # dirty logging window for the ring-full count
+THROTTLE_SECS = 4       # CPU-share sampling window per throttle level
+THROTTLE_PCTS = (20, 50, 80, 99)
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
@@ -146,6 +150,59 @@ def ringfull_run(binary, tmp):
     return text.count("kvm_dirty_ring_full"), text.count("kvm_dirty_ring_reap "), rate
 
 
+def vcpu_cpu_seconds(pid):
+    """utime + stime of the "CPU 0/KVM" thread (debug-threads=on)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            if open(f"/proc/{pid}/task/{tid}/comm").read().startswith("CPU 0/"):
+                f = open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+                return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            pass
+    raise RuntimeError("no vCPU thread")
+
+
+def share(pid, secs):
+    c0, t0 = vcpu_cpu_seconds(pid), time.time()
+    time.sleep(secs)
+    return (vcpu_cpu_seconds(pid) - c0) / (time.time() - t0)
+
+
+def throttle_run(binary, tmp, pct):
+    """vCPU CPU share at auto-converge throttle pct, relative to the same
+    vCPU's share in a migration without auto-converge just before.  The migration goes to exec:cat >/dev/null
+    at 100 MB/s, which the guest's 100 MiB working set never lets converge;
+    cpu-throttle-initial = max-cpu-throttle = pct pins the throttle."""
+    p, q = start(binary, tmp, "thr", ["-accel", "kvm", "-name", "thr,debug-threads=on"])
+    try:
+        wait_serial(tmp, "thr")
+        q.cmd("migrate-set-parameters", **{"cpu-throttle-initial": pct,
+                                           "max-cpu-throttle": pct,
+                                           "max-bandwidth": 100 << 20})
+        # The baseline runs under the same dirty logging (its faults are
+        # vCPU thread time too): a migration without auto-converge.
+        q.cmd("migrate", uri="exec:cat > /dev/null")
+        time.sleep(1)
+        base = share(p.pid, THROTTLE_SECS)
+        q.cmd("migrate_cancel")
+        while q.cmd("query-migrate").get("status") not in ("cancelled", "failed"):
+            time.sleep(0.1)
+        q.cmd("migrate-set-capabilities",
+              capabilities=[{"capability": "auto-converge", "state": True}])
+        q.cmd("migrate", uri="exec:cat > /dev/null")
+        deadline = time.time() + 60
+        while q.cmd("query-migrate").get("cpu-throttle-percentage", 0) != pct:
+            if time.time() > deadline:
+                raise RuntimeError(f"throttle {pct} never engaged")
+            time.sleep(0.1)
+        time.sleep(0.5)
+        thr = share(p.pid, THROTTLE_SECS)
+        q.cmd("migrate_cancel")
+    finally:
+        stop(p, q)
+    return 100.0 * (1 - thr / base) if base else float("nan")
+
+
 def main():
     stock, patched, tree = sys.argv[1:4]
     tmp = tempfile.mkdtemp(prefix="vmig-qemu-bench-")
@@ -158,6 +215,8 @@ def main():
             for label, binary in (("stock", stock), ("patched", patched)):
                 rows[label]["comp"].append(compress_run(binary, tmp))
                 rows[label]["ring"].append(ringfull_run(binary, tmp))
+                rows[label].setdefault("thr", []).append(
+                    [throttle_run(binary, tmp, pct) for pct in THROTTLE_PCTS])
         load = open("/proc/loadavg").read().split()[0]
         print(f"qemu-bench: {ROUNDS} interleaved rounds, load {load} at the end")
         print(f"{'binary':8} | {'compressed migration':>22} | {'compressed pages':>16} | "
@@ -174,6 +233,13 @@ def main():
             rate = med([x[2] for x in g])
             print(f"{label:8} | {ms:>19} ms | {pages:>16} | {pps:>9.0f} | {busy:>6} | "
                   f"{full:>15} | {reaps:>6} | {rate}")
+        print()
+        print("measured throttle (100 * (1 - vCPU CPU share / unthrottled share)), target:")
+        print(f"{'binary':8} | " + " | ".join(f"{p:>6}%" for p in THROTTLE_PCTS))
+        for label in ("stock", "patched"):
+            t = rows[label]["thr"]
+            print(f"{label:8} | " + " | ".join(
+                f"{med([r[i] for r in t]):>6.1f}%" for i in range(len(THROTTLE_PCTS))))
         print("medians of the rounds; raw:", json.dumps(rows))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

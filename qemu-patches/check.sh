@@ -178,8 +178,9 @@ run_case() {
     logf="$work/logs/${tag}$(echo "$name" | tr '/' '_').$run_no.log"
     t0=$(date +%s.%N)
     set +e
-    LD_LIBRARY_PATH=$vmig_lib QTEST_QEMU_BINARY=$src QTEST_QEMU_BINARY_SRC=$src \
-        QTEST_QEMU_BINARY_DST=$dst timeout -k 10 "$test_timeout" "$mtest" --tap -p "$name" \
+    # in a subshell, so that "Aborted" for a failed g_assert goes to the log
+    (LD_LIBRARY_PATH=$vmig_lib QTEST_QEMU_BINARY=$src QTEST_QEMU_BINARY_SRC=$src \
+        QTEST_QEMU_BINARY_DST=$dst timeout -k 10 "$test_timeout" "$mtest" --tap -p "$name") \
         > "$logf" 2>&1
     rc=$?
     set -e
