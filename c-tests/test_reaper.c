@@ -8,16 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "support/check.h"
 #include "vmig.h"
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-            exit(1);                                                         \
-        }                                                                    \
-    } while (0)
 
 static uint64_t now_us(void)
 {

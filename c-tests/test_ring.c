@@ -13,16 +13,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "support/check.h"
 #include "vmig.h"
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-            exit(1);                                                         \
-        }                                                                    \
-    } while (0)
 
 static void *item(uintptr_t v) { return (void *)v; }
 

@@ -9,16 +9,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "support/check.h"
 #include "vmig.h"
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-            exit(1);                                                         \
-        }                                                                    \
-    } while (0)
 
 #define MS 1000000ull
 
