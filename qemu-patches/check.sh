@@ -54,7 +54,7 @@ deps=(dpkg-dev patch ninja-build meson python3 python3-venv pkg-config
 # A deb-src twin of every enabled deb entry, derived at run time so that
 # no archive address is written down here.
 ensure_deb_src() {
-    if apt-cache showsrc qemu 2>/dev/null | grep -q "^Version: ${deb_version}\$"; then
+    if apt-cache showsrc qemu 2>/dev/null | grep "^Version: ${deb_version}\$" >/dev/null; then
         return 0
     fi
     local d=/etc/apt/sources.list.d
@@ -71,7 +71,7 @@ ensure_deb_src() {
 install_deps() {
     local missing=()
     for p in "${deps[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep "ok installed" >/dev/null || missing+=("$p")
     done
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"
@@ -112,7 +112,7 @@ apply_series() {
         case "$p" in ''|'#'*) continue ;; esac
         out=$(cd "$work/patched" && patch -p1 -N --fuzz=0 --no-backup-if-mismatch \
                   -i "$series_dir/$p" 2>&1) || { echo "$out" >&2; die "$p does not apply"; }
-        if echo "$out" | grep -qiE 'fuzz|FAILED|reject|offset'; then
+        if echo "$out" | grep -iE 'fuzz|FAILED|reject|offset' >/dev/null; then
             echo "$out" >&2
             die "$p applies only with fuzz or offset: refresh it"
         fi
@@ -165,7 +165,7 @@ build_patched() {
     patched_bin=$b/qemu-system-x86_64
     mtest=$b/tests/qtest/migration-test
     # the patched binary must really be the vmig one
-    LD_LIBRARY_PATH=$vmig_lib ldd "$patched_bin" | grep -q "libvmig" || die "patched binary is not linked with libvmig"
+    LD_LIBRARY_PATH=$vmig_lib ldd "$patched_bin" | grep "libvmig" >/dev/null || die "patched binary is not linked with libvmig"
 }
 
 # ---------------------------------------------------------------- tests

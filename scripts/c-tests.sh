@@ -38,7 +38,7 @@ for mode in "${modes[@]}"; do
     asan)  flags=(-O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all); link=("$lib/libvmig.a") ;;
     tsan)
       tsan_lib=target/tsan/x86_64-unknown-linux-gnu/release/libvmig.a
-      if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src' ||
+      if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep '^rust-src' >/dev/null ||
          ! RUSTFLAGS=-Zsanitizer=thread cargo +nightly build -q -Zbuild-std --target x86_64-unknown-linux-gnu \
            --release --lib --target-dir target/tsan; then
         echo "c-tests: ************************************************************" >&2

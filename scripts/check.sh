@@ -11,7 +11,7 @@ skip() {
   printf 'SKIP: %s\n' "$*" >&2
   printf '****************************************************************\n' >&2
 }
-has_nightly_component() { rustup component list --toolchain nightly --installed 2>/dev/null | grep -q "^$1"; }
+has_nightly_component() { rustup component list --toolchain nightly --installed 2>/dev/null | grep "^$1" >/dev/null; }
 
 step "cargo test (unit, integration, header drift, stress, benches in quick mode)"
 cargo test --release --all-targets
