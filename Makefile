@@ -1,5 +1,6 @@
 # vmig: build, test and install.
 #   make                      release build of libvmig.so / libvmig.a
+#   make demo                 run vmig-sim: a whole live migration on defaults
 #   make check                the whole test suite (README's test command)
 #   make install PREFIX=/usr  library, header and pkg-config file
 #   make header               regenerate the checked-in include/vmig.h
@@ -16,12 +17,17 @@ VERSION   := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 SOMAJOR   := 0
 RELDIR    := target/release
 
-.PHONY: all release header check c-tests install uninstall clean qemu-check qemu-bench
+.PHONY: all release demo header check c-tests install uninstall clean qemu-check qemu-bench
 
 all: release
 
 release:
 	$(CARGO) build --release --lib
+
+# README's first set-up command: a whole precopy live migration in-process
+# (sim/, docs/sim.md). Pass options with SIM_ARGS, e.g. SIM_ARGS=--compare.
+demo:
+	$(CARGO) run --release -p vmig-sim -- $(SIM_ARGS)
 
 header:
 	VMIG_UPDATE_HEADER=1 $(CARGO) build --lib

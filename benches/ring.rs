@@ -63,7 +63,9 @@ struct Order {
 }
 impl Order {
     fn new(producers: usize) -> Self {
-        Order { next: (0..producers).map(|p| p + 1).collect() }
+        Order {
+            next: (0..producers).map(|p| p + 1).collect(),
+        }
     }
     #[inline]
     fn see(&mut self, v: usize) {
@@ -455,17 +457,33 @@ fn pair_latency(pairs: usize, mut push: impl FnMut(usize), mut pop: impl FnMut()
 
 fn latencies(pairs: usize) -> Vec<(&'static str, f64)> {
     let (mut tx, rx) = vmig::ring::spsc::<NonZeroUsize>(CAP as u32).unwrap();
-    let vmig_sp = pair_latency(pairs, |v| tx.enqueue(nz(v)).unwrap(), || rx.dequeue().unwrap().get());
+    let vmig_sp = pair_latency(
+        pairs,
+        |v| tx.enqueue(nz(v)).unwrap(),
+        || rx.dequeue().unwrap().get(),
+    );
     let (tx, rx) = vmig::ring::mpsc::<NonZeroUsize>(CAP as u32).unwrap();
-    let vmig_mp = pair_latency(pairs, |v| tx.enqueue(nz(v)).unwrap(), || rx.dequeue().unwrap().get());
+    let vmig_mp = pair_latency(
+        pairs,
+        |v| tx.enqueue(nz(v)).unwrap(),
+        || rx.dequeue().unwrap().get(),
+    );
     let (mut tx, mut rx) = rtrb::RingBuffer::<usize>::new(CAP);
     let rtrb = pair_latency(pairs, |v| tx.push(v).unwrap(), || rx.pop().unwrap());
     let q = ArrayQueue::<usize>::new(CAP);
     let aq = pair_latency(pairs, |v| q.push(v).unwrap(), || q.pop().unwrap());
     let (tx, rx) = sync_channel::<usize>(CAP);
-    let ch = pair_latency(pairs, |v| tx.try_send(v).unwrap(), || rx.try_recv().unwrap());
+    let ch = pair_latency(
+        pairs,
+        |v| tx.try_send(v).unwrap(),
+        || rx.try_recv().unwrap(),
+    );
     let q = Mutex::new(VecDeque::<usize>::with_capacity(CAP));
-    let mx = pair_latency(pairs, |v| q.lock().unwrap().push_back(v), || q.lock().unwrap().pop_front().unwrap());
+    let mx = pair_latency(
+        pairs,
+        |v| q.lock().unwrap().push_back(v),
+        || q.lock().unwrap().pop_front().unwrap(),
+    );
     vec![
         ("vmig spsc", vmig_sp),
         ("vmig mpsc", vmig_mp),
@@ -492,7 +510,11 @@ fn table(title: &str, rows: &[(&str, f64)]) {
     println!("  {:<28} {:>14} {:>12}", "queue", "Mitems/s", "vmig ratio");
     let vmig = rows[0].1;
     for (name, v) in rows {
-        let ratio = if *name == rows[0].0 { String::from("-") } else { format!("{:.2}x", vmig / v) };
+        let ratio = if *name == rows[0].0 {
+            String::from("-")
+        } else {
+            format!("{:.2}x", vmig / v)
+        };
         println!("  {:<28} {:>14.1} {:>12}", name, v / 1e6, ratio);
     }
 }
@@ -500,56 +522,93 @@ fn table(title: &str, rows: &[(&str, f64)]) {
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` does not.
     let full = std::env::args().any(|a| a == "--bench");
+    // Optional section filters: `cargo bench --bench ring -- spsc mpsc burst latency`.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let want = |section: &str| filters.is_empty() || filters.iter().any(|f| f == section);
     let p = if full {
-        Params { items: 4_000_000, pairs: 20_000_000, reps: 7 }
+        Params {
+            items: 4_000_000,
+            pairs: 20_000_000,
+            reps: 7,
+        }
     } else {
-        Params { items: 20_000, pairs: 10_000, reps: 1 }
+        Params {
+            items: 20_000,
+            pairs: 10_000,
+            reps: 1,
+        }
     };
     println!(
         "ring bench: capacity {CAP} for every queue, {} items per run, median of {} runs{}",
         p.items,
         p.reps,
-        if full { "" } else { " (quick mode: numbers meaningless)" }
+        if full {
+            ""
+        } else {
+            " (quick mode: numbers meaningless)"
+        }
     );
 
-    table(
-        "SPSC throughput",
-        &[
-            ("vmig spsc", measure(&p, vmig_spsc)),
-            ("rtrb", measure(&p, rtrb_spsc)),
-            ("crossbeam ArrayQueue", measure(&p, |n| arrayq(1, n))),
-            ("std sync_channel", measure(&p, |n| channel(1, n))),
-            ("Mutex<VecDeque>", measure(&p, |n| mutex_deque(1, n))),
-        ],
-    );
-    table(
-        "MPSC throughput, 2 producers",
-        &[
-            ("vmig mpsc", measure(&p, |n| vmig_mpsc(2, n))),
-            ("crossbeam ArrayQueue", measure(&p, |n| arrayq(2, n))),
-            ("std sync_channel", measure(&p, |n| channel(2, n))),
-            ("Mutex<VecDeque>", measure(&p, |n| mutex_deque(2, n))),
-        ],
-    );
-    table(
-        &format!("SPSC burst-of-{BURST} throughput"),
-        &[
-            ("vmig spsc burst", measure(&p, vmig_spsc_burst)),
-            ("rtrb push/pop_partial_slice", measure(&p, rtrb_spsc_burst)),
-            ("crossbeam ArrayQueue x32", measure(&p, arrayq_burst)),
-            ("vmig spsc single ops", measure(&p, vmig_spsc)),
-        ],
-    );
+    if want("spsc") {
+        table(
+            "SPSC throughput",
+            &[
+                ("vmig spsc", measure(&p, vmig_spsc)),
+                ("rtrb", measure(&p, rtrb_spsc)),
+                ("crossbeam ArrayQueue", measure(&p, |n| arrayq(1, n))),
+                ("std sync_channel", measure(&p, |n| channel(1, n))),
+                ("Mutex<VecDeque>", measure(&p, |n| mutex_deque(1, n))),
+            ],
+        );
+    }
+    if want("mpsc") {
+        table(
+            "MPSC throughput, 2 producers",
+            &[
+                ("vmig mpsc", measure(&p, |n| vmig_mpsc(2, n))),
+                ("crossbeam ArrayQueue", measure(&p, |n| arrayq(2, n))),
+                ("std sync_channel", measure(&p, |n| channel(2, n))),
+                ("Mutex<VecDeque>", measure(&p, |n| mutex_deque(2, n))),
+            ],
+        );
+    }
+    if want("burst") {
+        table(
+            &format!("SPSC burst-of-{BURST} throughput"),
+            &[
+                ("vmig spsc burst", measure(&p, vmig_spsc_burst)),
+                ("rtrb push/pop_partial_slice", measure(&p, rtrb_spsc_burst)),
+                ("crossbeam ArrayQueue x32", measure(&p, arrayq_burst)),
+                ("vmig spsc single ops", measure(&p, vmig_spsc)),
+            ],
+        );
+    }
+    if !want("latency") {
+        return;
+    }
 
     let runs: Vec<Vec<(&str, f64)>> = (0..p.reps).map(|_| latencies(p.pairs)).collect();
-    println!("\nSingle-thread enqueue+dequeue pair latency ({} pairs)", p.pairs);
-    println!("  {:<28} {:>14} {:>12}", "queue", "ns/pair", "vmig spsc ratio");
+    println!(
+        "\nSingle-thread enqueue+dequeue pair latency ({} pairs)",
+        p.pairs
+    );
+    println!(
+        "  {:<28} {:>14} {:>12}",
+        "queue", "ns/pair", "vmig spsc ratio"
+    );
     let med = |i: usize| median(runs.iter().map(|r| r[i].1).collect());
     let vmig = med(0);
     for (i, (name, _)) in runs[0].iter().enumerate() {
         let v = med(i);
         // Lower is better: the ratio is baseline time / vmig time.
-        let ratio = if i == 0 { String::from("-") } else { format!("{:.2}x", v / vmig) };
+        let ratio = if i == 0 {
+            String::from("-")
+        } else {
+            format!("{:.2}x", v / vmig)
+        };
         println!("  {:<28} {:>14.2} {:>12}", name, v, ratio);
     }
 }

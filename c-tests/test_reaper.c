@@ -8,16 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "support/check.h"
 #include "vmig.h"
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-            exit(1);                                                         \
-        }                                                                    \
-    } while (0)
 
 static uint64_t now_us(void)
 {
@@ -63,6 +55,7 @@ static void test_defaults_and_validation(void)
     c = defaults(); c.aimd_high_permille = 1001; expect_einval(&c);
     c = defaults(); c.predictive_target_permille = 0; expect_einval(&c);
     c = defaults(); c.predictive_target_permille = 1001; expect_einval(&c);
+    c = defaults(); c.predictive_probe_us = 0; expect_einval(&c);
     /* An out-of-range policy value, as C code may store. */
     c = defaults(); c.policy = (vmig_reaper_policy)42; expect_einval(&c);
     c = defaults(); c.policy = (vmig_reaper_policy)-1; expect_einval(&c);
@@ -123,24 +116,23 @@ static void test_kick(void)
     CHECK(vmig_reaper_wait(r) == 0);
     CHECK(now_us() - t0 >= 5000);
 
-    /* A kick before the wait is kept, and only once. */
+    /* A kick before the wait is kept (1, not a timeout), and only once. */
     CHECK(vmig_reaper_kick(r) == 0);
     CHECK(vmig_reaper_kick(r) == 0);
-    t0 = now_us();
     CHECK(vmig_reaper_wait(r) == 1);
-    CHECK(now_us() - t0 < 5000);
     CHECK(vmig_reaper_wait(r) == 0);
     vmig_reaper_free(r);
 
-    /* A kick from another thread ends a 1 s wait. */
-    c.fixed_interval_us = 1000000;
+    /* A kick from another thread ends a 2 s wait (generous margin: the
+     * machine running the tests may be heavily loaded). */
+    c.fixed_interval_us = 2000000;
     r = vmig_reaper_new(&c);
     CHECK(r != NULL);
     pthread_t th;
     CHECK(pthread_create(&th, NULL, kicker, r) == 0);
     t0 = now_us();
     CHECK(vmig_reaper_wait(r) == 1);
-    CHECK(now_us() - t0 < 900000);
+    CHECK(now_us() - t0 < 1500000);
     CHECK(pthread_join(th, NULL) == 0);
     vmig_reaper_free(r);
 }

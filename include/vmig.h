@@ -110,9 +110,10 @@ typedef struct vmig_comp_result {
   uint64_t key;
   // The opaque pointer passed to vmig_comp_submit().
   void *opaque;
-  // One complete zlib stream (RFC 1950) of the page, valid until
-  // vmig_comp_release() or vmig_comp_pool_free(); NULL for a zero page or
-  // a failed page.
+  // One complete zlib stream (RFC 1950) of the page, at most
+  // compressBound(page_size) bytes (the limit QEMU's receiver checks),
+  // valid until vmig_comp_release() or vmig_comp_pool_free(); NULL for a
+  // zero page or a failed page.
   const uint8_t *data;
   // Bytes at `data` (0 when `data` is NULL).
   uint32_t len;
@@ -178,6 +179,9 @@ typedef struct vmig_reaper_config {
   uint64_t aimd_step_us;
   // PREDICTIVE: time constant of the rate estimate's decay. Default 2 s.
   uint64_t predictive_decay_us;
+  // PREDICTIVE: the first interval, before any rate is known, > 0.
+  // Default 10 ms.
+  uint64_t predictive_probe_us;
   // PREDICTIVE: fill of the fullest ring to aim for at the next reap,
   // 1..=1000. Default 500.
   uint32_t predictive_target_permille;
@@ -258,8 +262,10 @@ int32_t vmig_comp_poll(struct vmig_comp_pool *pool, struct vmig_comp_result *res
 int32_t vmig_comp_wait_result(struct vmig_comp_pool *pool, struct vmig_comp_result *result);
 
 // Hands a result's buffer back to the pool; `result->data` becomes invalid.
-// A result without data (zero or failed page), a NULL argument or a result
-// already released is ignored.
+// A result without data (zero or failed page) or a NULL argument is
+// ignored. Releasing a result twice is a caller bug: it is ignored until
+// the buffer is lent to a later result, after which it would release that
+// one (buffers are recycled, so `data` pointers repeat).
 //
 // Thread-safety: the driving thread only.
 //
@@ -656,7 +662,8 @@ int32_t vmig_throttle_vcpu_run(struct vmig_throttle *t, uint32_t vcpu);
 // Ends `vcpu`'s current vmig_throttle_vcpu_run() sleep early (e.g. to stop
 // the VM); if it is not sleeping, its next sleep ends at once (the kick is
 // kept until a sleep consumes it). The sleep not taken stays owed, at most
-// one throttle cycle's worth (timeslice / (1 - pct)).
+// one throttle cycle's worth (timeslice / (1 - pct)) or 100 ms, whichever
+// is larger.
 //
 // Returns 0, or -EINVAL for a NULL throttle or an out-of-range `vcpu`.
 //

@@ -186,7 +186,33 @@ run_case() {
     set -e
     last_secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
     # glib prints "ok N" for a pass; a skipped case (g_test_skip) also exits 0
-    [ $rc -eq 0 ] && grep -q "^ok " "$logf"
+    if [ $rc -eq 0 ] && grep -q "^ok " "$logf"; then
+        return 0
+    fi
+    echo "$logf" >> "$work/logs/failed.list"
+    return 1
+}
+
+# Known failure modes of the stock tree, measured on these machines
+# (docs/qemu.md, "Stock baseline"): /migration/dirty_ring loses dirty pages
+# now and then ("Memory content inconsistency") on Debian's unpatched binary
+# too. A patched failure of that case with that same message is the stock
+# bug, not a regression, even in a run where stock happened to pass every
+# time; any other patched failure still fails the verdict.
+declare -A known_flake=(
+    [/x86_64/migration/dirty_ring]="Memory content inconsistency"
+)
+
+# Whether every failed patched run of case $1 shows its known stock failure.
+only_known_flake() {
+    local t=$1 sig=${known_flake[$1]:-} logf n=0
+    [ -n "$sig" ] || return 1
+    while read -r logf; do
+        case $logf in *"/logs/patched$(echo "$t" | tr '/' '_')."*) ;; *) continue ;; esac
+        grep -q "$sig" "$logf" || return 1
+        n=$((n + 1))
+    done < "$work/logs/failed.list"
+    [ $n -gt 0 ]
 }
 
 declare -A stock_res patched_res stock_secs patched_secs stock_rate patched_rate verdict
@@ -226,7 +252,8 @@ main() {
     mapfile -t tests < <(QTEST_QEMU_BINARY=$patched_bin LD_LIBRARY_PATH=$vmig_lib "$mtest" -l | grep '^/')
     [ ${#tests[@]} -gt 0 ] || die "migration-test lists no test"
     log "${#tests[@]} migration-test cases, /dev/kvm usable: $have_kvm"
-    rm -f "$work"/logs/{stock,patched,s2p,p2s}_*.log
+    rm -f "$work"/logs/{stock,patched,s2p,p2s}_*.log "$work/logs/failed.list"
+    touch "$work/logs/failed.list"
 
     local t
     for t in "${tests[@]}"; do
@@ -271,6 +298,9 @@ main() {
         if [ "$sp" -eq "$flaky_runs" ]; then
             if [ "$pp" -eq "$flaky_runs" ] && [ "${patched_res[$t]}" = pass ]; then
                 verdict[$t]=ok
+            elif only_known_flake "$t"; then
+                verdict[$t]="excluded: only the stock failure '${known_flake[$t]}'"
+                log "$t: every patched failure is '${known_flake[$t]}', the stock tree's known flake (docs/qemu.md)"
             else
                 verdict[$t]=FAIL; failed=1
             fi

@@ -2,8 +2,11 @@
 # Builds every c-tests/test_*.c against the release libvmig and runs it:
 #   plain    -std=c11 -Wall -Wextra -Wpedantic -Werror, linked to libvmig.so
 #   asan     -fsanitize=address,undefined, linked to libvmig.a
-#   tsan     -fsanitize=thread, linked to libvmig.a
-# The header is also compiled as C++ (-Wall -Wextra -Werror).
+#   tsan     -fsanitize=thread, linked to a TSan-instrumented libvmig.a
+#            (target/tsan, built here with nightly -Zsanitizer=thread
+#            -Zbuild-std: TSan cannot see the atomics of an uninstrumented
+#            Rust library and would report false races on the items' payloads)
+# The header is also compiled as C11 and as C++ (-Wall -Wextra -Werror).
 # Usage: scripts/c-tests.sh [plain|asan|tsan|cxx]...   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,14 +27,27 @@ pass=0
 for mode in "${modes[@]}"; do
   case $mode in
     cxx)
-      printf '#include "vmig.h"\nint main(void) { return vmig_version() ? 0 : 1; }\n' > "$out/header.cc"
+      printf '#include "vmig.h"\nint main(void) { return vmig_version() ? 0 : 1; }\n' > "$out/header.c"
+      cp "$out/header.c" "$out/header.cc"
+      "$CC" -std=c11 -Wall -Wextra -Wpedantic -Werror -Iinclude "$out/header.c" -o "$out/header-c" -L"$lib" -l:libvmig.a "${libs[@]}"
       "$CXX" -std=c++11 -Wall -Wextra -Werror -Iinclude "$out/header.cc" -o "$out/header-cxx" -L"$lib" -l:libvmig.a "${libs[@]}"
-      "$out/header-cxx"
-      echo "c-tests: header compiles as C++: ok"
+      "$out/header-c" && "$out/header-cxx"
+      echo "c-tests: header compiles as C11 and as C++11: ok"
       continue ;;
     plain) flags=(-O1); link=(-L"$lib" -lvmig -Wl,-rpath,"$PWD/$out") ;;
     asan)  flags=(-O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all); link=("$lib/libvmig.a") ;;
-    tsan)  flags=(-O1 -fsanitize=thread); link=("$lib/libvmig.a") ;;
+    tsan)
+      tsan_lib=target/tsan/x86_64-unknown-linux-gnu/release/libvmig.a
+      if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src' ||
+         ! RUSTFLAGS=-Zsanitizer=thread cargo +nightly build -q -Zbuild-std --target x86_64-unknown-linux-gnu \
+           --release --lib --target-dir target/tsan; then
+        echo "c-tests: ************************************************************" >&2
+        echo "c-tests: SKIP tsan: could not build a TSan-instrumented libvmig.a" >&2
+        echo "c-tests: (needs the nightly toolchain with rust-src; see .ci/run)" >&2
+        echo "c-tests: ************************************************************" >&2
+        continue
+      fi
+      flags=(-O1 -fsanitize=thread); link=(c-tests/support/tsan_mem.c "$tsan_lib") ;;
     *) echo "unknown mode $mode" >&2; exit 2 ;;
   esac
   for src in c-tests/test_*.c; do

@@ -174,3 +174,4 @@ fn mpsc_burst_stays_contiguous() {
         assert_ne!(order, [0, 1, 0], "burst split");
     });
 }
+

@@ -174,3 +174,17 @@ fn bad_configs_rejected() {
     assert!(matches!(DecompPool::new(0, 4096), Err(Error::InvalidArgument(_))));
     assert!(matches!(DecompPool::new(1, 100), Err(Error::InvalidArgument(_))));
 }
+
+#[test]
+fn pools_move_between_threads() {
+    fn assert_send<T: Send>() {}
+    assert_send::<CompPool>();
+    assert_send::<DecompPool>();
+    assert_send::<vmig::pool::CompResult>();
+    let mut pool = CompPool::new(&CompConfig::default()).unwrap();
+    let page = vec![9u8; 4096];
+    // SAFETY: `page` outlives the pool (joined below).
+    unsafe { pool.submit(page.as_ptr(), 1, 0, true).unwrap() };
+    let got = std::thread::scope(|s| s.spawn(move || pool.wait_result().map(|r| r.key())).join().unwrap());
+    assert_eq!(got, Some(1));
+}

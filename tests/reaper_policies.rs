@@ -19,29 +19,9 @@ struct Run {
     peak_fill: u64,
 }
 
-/// Simulates `secs` seconds, integrating the rate in 10 us steps.
+/// Simulates `secs` seconds of `policy` with the default tunables.
 fn simulate(policy: Policy, rate: Profile, secs: f64) -> Run {
-    let cfg = ReaperConfig { policy, ring_size: RING as u32, ..ReaperConfig::default() };
-    let mut c = Controller::new(&cfg, 0).unwrap();
-    let step_us = 10u64;
-    let (mut now, mut next, mut fill) = (0u64, c.interval_us(), 0.0f64);
-    let mut run = Run::default();
-    let end = (secs * 1e6) as u64;
-    while now < end {
-        now += step_us;
-        fill += rate(now as f64 / 1e6) * step_us as f64 / 1e6;
-        let full = fill as u64 >= SOFT;
-        if full || now >= next {
-            let f = (fill as u64).min(SOFT);
-            run.full_exits += u64::from(full);
-            run.reaps += 1;
-            run.peak_fill = run.peak_fill.max(f);
-            let iv = c.update(now, f, f, u64::from(full));
-            next = now + iv;
-            fill = 0.0;
-        }
-    }
-    run
+    simulate_cfg(&ReaperConfig { policy, ring_size: RING as u32, ..ReaperConfig::default() }, rate, secs)
 }
 
 fn idle(_: f64) -> f64 {
@@ -109,4 +89,51 @@ fn aimd_converges_but_pays_for_its_additive_step() {
     let f = simulate(Policy::Fixed, steady_high, 5.0);
     assert!(a.full_exits < f.full_exits / 10, "{a:?}");
     assert!(a.full_exits > 0, "AIMD starts at the maximum and must halve down: {a:?}");
+}
+
+/// Not a check: prints how PREDICTIVE's two tunables trade ring-full exits
+/// against reaps in this model (the basis of their defaults, see
+/// docs/controllers.md). Run with
+/// `cargo test --release --test reaper_policies -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn sweep_predictive_tunables() {
+    println!("{:>7} {:>8} | {}", "target", "decay", PROFILES.map(|(n, _)| format!("{n:>18}")).join(" "));
+    println!("{:>7} {:>8} | {}", "permil", "ms", PROFILES.map(|_| format!("{:>18}", "exits / reaps/s")).join(" "));
+    for target in [250u32, 500, 750] {
+        for decay_ms in [250u64, 500, 1_000, 2_000, 4_000, 8_000] {
+            let mut cols = Vec::new();
+            for (_, rate) in PROFILES {
+                let mut cfg = ReaperConfig { policy: Policy::Predictive, ring_size: RING as u32, ..ReaperConfig::default() };
+                cfg.predictive.target_permille = target;
+                cfg.predictive.decay_us = decay_ms * 1000;
+                let r = simulate_cfg(&cfg, rate, 10.0);
+                cols.push(format!("{:>9} / {:>6.1}", r.full_exits, r.reaps as f64 / 10.0));
+            }
+            println!("{target:>7} {decay_ms:>8} | {}", cols.join(" "));
+        }
+    }
+}
+
+/// Simulates `secs` seconds, integrating the rate in 10 us steps.
+fn simulate_cfg(cfg: &ReaperConfig, rate: Profile, secs: f64) -> Run {
+    let mut c = Controller::new(cfg, 0).unwrap();
+    let step_us = 10u64;
+    let (mut now, mut next, mut fill) = (0u64, c.interval_us(), 0.0f64);
+    let mut run = Run::default();
+    let end = (secs * 1e6) as u64;
+    while now < end {
+        now += step_us;
+        fill += rate(now as f64 / 1e6) * step_us as f64 / 1e6;
+        let full = fill as u64 >= SOFT;
+        if full || now >= next {
+            let f = (fill as u64).min(SOFT);
+            run.full_exits += u64::from(full);
+            run.reaps += 1;
+            run.peak_fill = run.peak_fill.max(f);
+            next = now + c.update(now, f, f, u64::from(full));
+            fill = 0.0;
+        }
+    }
+    run
 }

@@ -38,12 +38,17 @@
 //! as vmig's pool, so a comparison measures only the threading model.
 
 #![allow(dead_code)]
+// The loops index by thread number on purpose: they mirror QEMU's
+// `for (idx = 0; idx < thread_count; idx++)` over `comp_param[idx]`.
+#![allow(clippy::needless_range_loop)]
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use flate2::{Compress, Compression, FlushCompress, Status};
+use vmig::pool::CompStats;
+use vmig::{Error, Result};
 
 /// QEMU's `enum CompressResult`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,22 +143,6 @@ impl LegacyResult {
     }
 }
 
-/// Counters shaped like `vmig::pool::CompStats`.
-#[derive(Debug, Clone, Default)]
-pub struct LegacyStats {
-    pub pages: u64,
-    pub zero_pages: u64,
-    pub failed: u64,
-    pub busy: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub pages_per_worker: Vec<u64>,
-}
-
-/// Refusal from `submit` (QEMU: `compress_page_with_multi_thread` returns -1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Busy;
-
 /// The legacy pool: QEMU 7.2's compression threads.
 pub struct LegacyComp {
     shared: Arc<Shared>,
@@ -162,7 +151,9 @@ pub struct LegacyComp {
     spare: Vec<Vec<u8>>,
     /// Requests given to a thread whose result was not yet taken.
     pending: usize,
-    stats: LegacyStats,
+    /// `vmig::pool::CompStats`, so callers can print both the same way.
+    /// `wakeups` counts `qemu_cond_signal(&param->cond)`: one per page.
+    stats: CompStats,
 }
 
 /// `compressBound()`.
@@ -257,7 +248,7 @@ impl LegacyComp {
             ready: VecDeque::new(),
             spare: Vec::new(),
             pending: 0,
-            stats: LegacyStats { pages_per_worker: vec![0; n], ..Default::default() },
+            stats: CompStats { pages_per_worker: vec![0; n], ..Default::default() },
         };
         for idx in 0..n {
             let s = shared.clone();
@@ -308,12 +299,16 @@ impl LegacyComp {
         });
     }
 
-    /// `compress_page_with_multi_thread()`. `Err(Busy)` when no thread is
-    /// idle and `wait` is false.
+    /// `compress_page_with_multi_thread()`. `Err(Error::Busy)` when no
+    /// thread is idle and `wait` is false (QEMU returns -1 and sends the page
+    /// uncompressed).
     ///
     /// # Safety
     /// `page` is readable for `page_size` bytes until its result is returned.
-    pub unsafe fn submit(&mut self, page: *const u8, key: u64, opaque: usize, wait: bool) -> Result<(), Busy> {
+    pub unsafe fn submit(&mut self, page: *const u8, key: u64, opaque: usize, wait: bool) -> Result<()> {
+        if page.is_null() {
+            return Err(Error::InvalidArgument("page is NULL"));
+        }
         let shared = self.shared.clone();
         let mut done = shared.comp_done_lock.lock().unwrap();
         loop {
@@ -329,13 +324,14 @@ impl LegacyComp {
                     st.req = Some(Request { page, key, opaque });
                     st.trigger = true;
                     self.pending += 1;
+                    self.stats.wakeups += 1;
                     param.cond.notify_one();
                     return Ok(());
                 }
             }
             if !wait {
                 self.stats.busy += 1;
-                return Err(Busy);
+                return Err(Error::Busy);
             }
             done = shared.comp_done_cond.wait(done).unwrap();
         }
@@ -381,7 +377,7 @@ impl LegacyComp {
     }
 
     /// `flush_compressed_data()`.
-    pub fn flush(&mut self) -> Result<(), Busy> {
+    pub fn flush(&mut self) -> Result<()> {
         let shared = self.shared.clone();
         let mut done = shared.comp_done_lock.lock().unwrap();
         for idx in 0..shared.params.len() {
@@ -402,7 +398,7 @@ impl LegacyComp {
         Ok(())
     }
 
-    pub fn stats(&self) -> LegacyStats {
+    pub fn stats(&self) -> CompStats {
         self.stats.clone()
     }
 

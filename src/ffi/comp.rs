@@ -46,9 +46,10 @@ pub struct vmig_comp_result {
     pub key: u64,
     /// The opaque pointer passed to vmig_comp_submit().
     pub opaque: *mut c_void,
-    /// One complete zlib stream (RFC 1950) of the page, valid until
-    /// vmig_comp_release() or vmig_comp_pool_free(); NULL for a zero page or
-    /// a failed page.
+    /// One complete zlib stream (RFC 1950) of the page, at most
+    /// compressBound(page_size) bytes (the limit QEMU's receiver checks),
+    /// valid until vmig_comp_release() or vmig_comp_pool_free(); NULL for a
+    /// zero page or a failed page.
     pub data: *const u8,
     /// Bytes at `data` (0 when `data` is NULL).
     pub len: u32,
@@ -279,8 +280,10 @@ pub unsafe extern "C" fn vmig_comp_wait_result(pool: *mut vmig_comp_pool, result
 }
 
 /// Hands a result's buffer back to the pool; `result->data` becomes invalid.
-/// A result without data (zero or failed page), a NULL argument or a result
-/// already released is ignored.
+/// A result without data (zero or failed page) or a NULL argument is
+/// ignored. Releasing a result twice is a caller bug: it is ignored until
+/// the buffer is lent to a later result, after which it would release that
+/// one (buffers are recycled, so `data` pointers repeat).
 ///
 /// Thread-safety: the driving thread only.
 ///

@@ -67,6 +67,9 @@ pub struct vmig_reaper_config {
     pub aimd_step_us: u64,
     /// PREDICTIVE: time constant of the rate estimate's decay. Default 2 s.
     pub predictive_decay_us: u64,
+    /// PREDICTIVE: the first interval, before any rate is known, > 0.
+    /// Default 10 ms.
+    pub predictive_probe_us: u64,
     /// PREDICTIVE: fill of the fullest ring to aim for at the next reap,
     /// 1..=1000. Default 500.
     pub predictive_target_permille: u32,
@@ -98,6 +101,7 @@ fn to_c(cfg: &ReaperConfig) -> vmig_reaper_config {
         aimd_low_permille: cfg.aimd.low_permille,
         aimd_step_us: cfg.aimd.step_us,
         predictive_decay_us: cfg.predictive.decay_us,
+        predictive_probe_us: cfg.predictive.probe_us,
         predictive_target_permille: cfg.predictive.target_permille,
     }
 }
@@ -147,6 +151,7 @@ unsafe fn from_c(cfg: NonNull<vmig_reaper_config>) -> Result<ReaperConfig> {
             predictive: reaper::PredictiveConfig {
                 target_permille: addr_of!((*p).predictive_target_permille).read(),
                 decay_us: addr_of!((*p).predictive_decay_us).read(),
+                probe_us: addr_of!((*p).predictive_probe_us).read(),
             },
         }
     };

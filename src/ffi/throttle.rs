@@ -163,7 +163,8 @@ pub unsafe extern "C" fn vmig_throttle_vcpu_run(t: *mut vmig_throttle, vcpu: u32
 /// Ends `vcpu`'s current vmig_throttle_vcpu_run() sleep early (e.g. to stop
 /// the VM); if it is not sleeping, its next sleep ends at once (the kick is
 /// kept until a sleep consumes it). The sleep not taken stays owed, at most
-/// one throttle cycle's worth (timeslice / (1 - pct)).
+/// one throttle cycle's worth (timeslice / (1 - pct)) or 100 ms, whichever
+/// is larger.
 ///
 /// Returns 0, or -EINVAL for a NULL throttle or an out-of-range `vcpu`.
 ///

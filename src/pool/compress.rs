@@ -15,6 +15,8 @@
 //! page could not overtake a newer one: the newer copy of a page is never
 //! ready before the older one.
 
+use std::panic::catch_unwind;
+
 use flate2::{Compress, Compression, FlushCompress, Status};
 
 use super::config::{compress_bound, CompConfig};
@@ -182,8 +184,11 @@ impl CompPool {
             let mut copy = Vec::new();
             copy.try_reserve_exact(page_size as usize).map_err(|_| Error::OutOfMemory)?;
             copy.resize(page_size as usize, 0);
-            // zlib header on: RFC 1950, as QEMU's deflateInit().
-            Ok(CompWork { z: Compress::new(level, true), stored: Compress::new(Compression::new(0), true), copy })
+            // zlib header on: RFC 1950, as QEMU's deflateInit(). flate2
+            // panics when zlib-rs reports Z_MEM_ERROR; make that ENOMEM.
+            let (z, stored) = catch_unwind(|| (Compress::new(level, true), Compress::new(Compression::new(0), true)))
+                .map_err(|_| Error::OutOfMemory)?;
+            Ok(CompWork { z, stored, copy })
         })?;
         let mut free = Vec::new();
         free.try_reserve_exact(engine.max_in_flight()).map_err(|_| Error::OutOfMemory)?;

@@ -93,7 +93,9 @@ impl DecompPool {
             let mut page = Vec::new();
             page.try_reserve_exact(page_size as usize).map_err(|_| Error::OutOfMemory)?;
             page.resize(page_size as usize, 0);
-            Ok(DecompWork { z: Decompress::new(true), page })
+            // flate2 panics when zlib-rs reports Z_MEM_ERROR; make that ENOMEM.
+            let z = std::panic::catch_unwind(|| Decompress::new(true)).map_err(|_| Error::OutOfMemory)?;
+            Ok(DecompWork { z, page })
         })?;
         // Level 0 output is the largest a zlib stream of one page can be.
         let max_input = compress_bound(page_size);

@@ -11,10 +11,12 @@
 //! This is the model of the 2018 RFC "migration: improve multithreads for
 //! compression and decompression" (shared/seeds), on the vmig ring, plus:
 //! a worker sleeps only when its ring is empty and is woken only if asleep
-//! ([`super::wake`]); the submitter sleeps only when nothing is ready; a key
+//! ([`super::wake`]); the submitter sleeps only when nothing is ready and,
+//! waiting for space, is woken only when a ring is down to half; a key
 //! still in flight is routed to the worker holding it, so results for one key
 //! come back in submission order (each worker is FIFO, and the done ring is
-//! FIFO per producer).
+//! FIFO per producer); a waiting submission keeps every worker within two
+//! rings of the least-fed one.
 //!
 //! **Single-thread rule**: an `Engine` is driven by one thread at a time
 //! (`&mut self`): the submitting thread also collects. Only that thread
@@ -32,7 +34,7 @@ use std::thread::JoinHandle;
 
 use super::job::{RouteTable, Slot};
 use super::tsan::Tsan;
-use super::wake::{spin_for, WakeFlag};
+use super::wake::{spin_for, spinning_pays, WakeFlag};
 use crate::error::{Error, Result};
 use crate::ring::{self, Consumer, MpProducer, Producer};
 use crate::sync::{AtomicBool, Ordering};
@@ -95,6 +97,19 @@ pub(crate) struct Engine<J: Send + 'static> {
     max_in_flight: usize,
     pub counters: EngineCounters,
     tsan: Tsan,
+    /// Whether waits spin past SPIN_PAUSES (`wake::spinning_pays`).
+    long_spin: bool,
+    /// Pages queued on each worker so far.
+    submitted: Vec<u64>,
+    /// How far (in pages) a waiting submission lets one worker run ahead of
+    /// the least-fed one: two rings' worth. Round robin that skips full
+    /// rings hands more pages to whichever worker the OS schedules more; on
+    /// an oversubscribed host (4 workers on 2 cores) that left one worker
+    /// with 35-44% fewer pages than another in `benches/pool.rs`. Bounding
+    /// the lead keeps them even over any run longer than a few rings, and
+    /// costs nothing while the OS is fair. A non-waiting submission (QEMU's
+    /// compress-wait-thread=off) is never refused for balance.
+    max_skew: u64,
 }
 
 impl<J: Send + 'static> Engine<J> {
@@ -129,15 +144,26 @@ impl<J: Send + 'static> Engine<J> {
             max_in_flight: max,
             counters: EngineCounters { per_worker: vec![0; threads as usize], ..Default::default() },
             tsan: Tsan::detect(),
+            long_spin: spinning_pays(threads),
+            submitted: vec![0; threads as usize],
+            max_skew: 2 * u64::from(depth),
         };
         for index in 0..threads {
             let work = make_work(index)?;
             let (tx, rx) = ring::spsc::<SlotBox<J>>(depth)?;
             let wake = Arc::new(WakeFlag::new());
-            let (wake2, shared, done_tx, tsan) = (wake.clone(), engine.shared.clone(), done_tx.clone(), engine.tsan);
+            let ctx = WorkerCtx {
+                rx,
+                done: done_tx.clone(),
+                wake: wake.clone(),
+                shared: engine.shared.clone(),
+                tsan: engine.tsan,
+                long_spin: engine.long_spin,
+                low_water: depth / 2,
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("{name}/{index}"))
-                .spawn(move || worker_main(work, rx, done_tx, &wake2, &shared, tsan, depth / 2))
+                .spawn(move || worker_main(work, ctx))
                 .map_err(|_| Error::ThreadSpawn)?;
             engine.workers.push(WorkerHandle { tx, wake, thread: Some(thread) });
         }
@@ -169,7 +195,13 @@ impl<J: Send + 'static> Engine<J> {
         }
         let pinned = self.routes.worker_of(slot.key);
         loop {
-            match self.try_enqueue(slot, pinned) {
+            // A waiting, unpinned submission may not feed a worker that is
+            // `max_skew` pages ahead of the least-fed one (see `max_skew`).
+            let limit = match (wait, pinned) {
+                (true, None) => self.submitted.iter().min().copied().unwrap_or(0) + self.max_skew,
+                _ => u64::MAX,
+            };
+            match self.try_enqueue(slot, pinned, limit) {
                 Ok(w) => {
                     self.in_flight += 1;
                     if self.workers[w].wake.wake_if_sleeping() {
@@ -186,19 +218,19 @@ impl<J: Send + 'static> Engine<J> {
             // Every candidate ring is full, so each candidate worker has work
             // queued and will publish a result, which wakes us (see
             // `worker_main`). Spin first: a slot frees up every ~16 us.
-            let workers = &self.workers;
-            let room = |w: usize| workers[w].tx.count() < workers[w].tx.capacity();
+            let (workers, submitted) = (&self.workers, &self.submitted);
+            let room = |w: usize| submitted[w] < limit && workers[w].tx.count() < workers[w].tx.capacity();
             let has_room = || match pinned {
                 Some(w) => room(w as usize).then_some(()),
                 None => (0..workers.len()).any(room).then_some(()),
             };
-            if spin_for(has_room).is_some() {
+            if spin_for(self.long_spin, has_room).is_some() {
                 continue;
             }
             // Relaxed: ordered by F1 in `prepare_sleep`, read after F2.
             self.shared.wants_space.store(true, Ordering::Relaxed);
             self.shared.waiter.prepare_sleep();
-            match self.try_enqueue(slot, pinned) {
+            match self.try_enqueue(slot, pinned, limit) {
                 Ok(w) => {
                     self.shared.waiter.cancel_sleep();
                     self.in_flight += 1;
@@ -213,9 +245,10 @@ impl<J: Send + 'static> Engine<J> {
         }
     }
 
-    /// One enqueue attempt; returns the worker that took the slot.
+    /// One enqueue attempt on the pinned worker, or round robin over the
+    /// workers fed fewer than `limit` pages; returns the worker that took it.
     #[inline]
-    fn try_enqueue(&mut self, mut slot: SlotBox<J>, pinned: Option<u32>) -> std::result::Result<usize, SlotBox<J>> {
+    fn try_enqueue(&mut self, mut slot: SlotBox<J>, pinned: Option<u32>, limit: u64) -> std::result::Result<usize, SlotBox<J>> {
         let n = self.workers.len();
         let (first, tries) = match pinned {
             Some(w) => (w as usize, 1),
@@ -223,12 +256,16 @@ impl<J: Send + 'static> Engine<J> {
         };
         for i in 0..tries {
             let w = (first + i) % n;
+            if self.submitted[w] >= limit {
+                continue;
+            }
             slot.worker = w as u32;
             let key = slot.key;
             self.tsan.release(&*slot);
             match self.workers[w].tx.enqueue(slot) {
                 Ok(()) => {
                     self.routes.add(key, w as u32);
+                    self.submitted[w] += 1;
                     if pinned.is_none() {
                         self.next = (w + 1) % n;
                     }
@@ -267,7 +304,7 @@ impl<J: Send + 'static> Engine<J> {
                 return None;
             }
             let done = &self.done;
-            if let Some(s) = spin_for(|| done.dequeue()) {
+            if let Some(s) = spin_for(self.long_spin, || done.dequeue()) {
                 self.collected(&s);
                 return Some(s);
             }
@@ -294,7 +331,7 @@ impl<J: Send + 'static> Engine<J> {
                 continue;
             }
             let done = &self.done;
-            if let Some(s) = spin_for(|| done.dequeue()) {
+            if let Some(s) = spin_for(self.long_spin, || done.dequeue()) {
                 self.ready.push_back(s);
                 continue;
             }
@@ -330,15 +367,21 @@ impl<J: Send + 'static> Drop for Engine<J> {
     }
 }
 
-fn worker_main<W: Work>(
-    mut work: W,
-    rx: Consumer<SlotBox<W::Job>>,
-    done: MpProducer<SlotBox<W::Job>>,
-    wake: &WakeFlag,
-    shared: &Shared,
+/// What a worker thread owns besides its `Work`.
+struct WorkerCtx<J: Send + 'static> {
+    rx: Consumer<SlotBox<J>>,
+    done: MpProducer<SlotBox<J>>,
+    wake: Arc<WakeFlag>,
+    shared: Arc<Shared>,
     tsan: Tsan,
+    /// Spin past SPIN_PAUSES before sleeping (`wake::spinning_pays`).
+    long_spin: bool,
+    /// Ring count at or below which a space-waiting submitter is woken.
     low_water: u32,
-) {
+}
+
+fn worker_main<W: Work>(mut work: W, ctx: WorkerCtx<W::Job>) {
+    let WorkerCtx { rx, done, wake, shared, tsan, long_spin, low_water } = ctx;
     loop {
         let slot = match rx.dequeue() {
             Some(s) => s,
@@ -347,7 +390,7 @@ fn worker_main<W: Work>(
                 if shared.shutdown.load(Ordering::Relaxed) {
                     return;
                 }
-                if let Some(s) = spin_for(|| rx.dequeue()) {
+                if let Some(s) = spin_for(long_spin, || rx.dequeue()) {
                     s
                 } else {
                     wake.prepare_sleep();

@@ -66,18 +66,34 @@ pub struct AimdConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PredictiveConfig {
     /// Fill of the fullest ring to aim for at the next reap, permille of the
-    /// ring size. Default 500: the rest of the ring absorbs a 2x rate jump
-    /// within one interval before the soft limit. 250 and 750 measured
-    /// worse in `cargo bench --bench reaper` (see docs/controllers.md):
-    /// 750 let bursts hit ring-full, 250 doubled the wake-ups for no fewer
-    /// ring-full events.
+    /// ring size. Default 500: a rate that jumps by up to `soft_limit /
+    /// target` (1.97x for a 4096-entry ring) within one interval is still
+    /// reaped before the soft limit. In the virtual-time sweep
+    /// (`cargo test --release --test reaper_policies -- --ignored
+    /// --nocapture`, docs/controllers.md) 750 costs 33% fewer reaps but
+    /// needs a 4 s decay to avoid bursty-profile exits, and in the threaded
+    /// bench (load 4-8) took 2-5 ring-full exits on steady-high and bursty
+    /// where 500 took 0-3; 250 doubles the reaps for no fewer exits.
     pub target_permille: u32,
     /// Time constant of the rate estimate's decay: a lower rate sample moves
     /// the estimate by `elapsed / (elapsed + decay_us)` of the gap; a higher
-    /// one replaces it at once (fast attack). Default 2 s: longer than the
-    /// off-phase of the bursty profile (0.8 s) so the next burst finds the
-    /// reaper still fast; measured in `cargo bench --bench reaper`.
+    /// one replaces it at once (fast attack). A pause in dirtying shorter
+    /// than `decay_us * ln(soft_limit / target)` (0.68 x decay at the
+    /// default target) ends without a ring-full exit. Default 2 s: remembers
+    /// a burst across 1.35 s of quiet; in the virtual-time sweep it is the
+    /// shortest decay with no exits on the bursty profile (0.8 s pauses) at
+    /// target 500 (1 s: 5 exits in 10 s), and longer decays only add reaps
+    /// (4 s: 90 reaps/s against 84 on bursty).
     pub decay_us: u64,
+    /// The first interval, before any rate is known (clamped to the
+    /// bounds). Default 10 ms. It must be long enough to measure the
+    /// slowest rate that matters, the one that fills the soft limit within
+    /// the maximum interval (4032 entries / 2 s = 2 k pages/s: 20 entries
+    /// in 10 ms), and short enough for fast vCPUs (200 k pages/s reach half
+    /// the ring in 10 ms). With a 1 ms probe the bench's steady-low profile
+    /// (5 k pages/s) found 0 entries, slept the maximum and took a ring-full
+    /// exit (`cargo bench --bench reaper`, load 8).
+    pub probe_us: u64,
 }
 
 /// Everything a reaper needs. [`ReaperConfig::default`] is the policy and
@@ -87,7 +103,8 @@ pub struct ReaperConfig {
     /// Which policy runs.
     pub policy: Policy,
     /// Entries per vCPU dirty ring (KVM's `dirty-ring-size`). Default 4096,
-    /// the size QEMU users commonly set; a VMM must pass its own.
+    /// the smaller of the two sizes the LEVELS patch measured (4096, 65536);
+    /// a VMM must pass its own.
     pub ring_size: u32,
     /// Shortest interval any policy returns. Default 1 ms: a vCPU dirtying
     /// 1 M pages/s (4 GiB/s, the top of what a write-protect fault per page
@@ -132,7 +149,7 @@ impl Default for ReaperConfig {
                 stable_count: 5,
             },
             aimd: AimdConfig { high_permille: 800, low_permille: 200, step_us: 20_000 },
-            predictive: PredictiveConfig { target_permille: 500, decay_us: 2_000_000 },
+            predictive: PredictiveConfig { target_permille: 500, decay_us: 2_000_000, probe_us: 10_000 },
         }
     }
 }
@@ -173,6 +190,9 @@ impl ReaperConfig {
         if p.target_permille == 0 || p.target_permille > 1000 {
             return bad("predictive target must be in 1..=1000 permille");
         }
+        if p.probe_us == 0 {
+            return bad("predictive probe interval is 0");
+        }
         Ok(())
     }
 
@@ -197,7 +217,7 @@ mod tests {
     #[test]
     fn rejects_bad_fields() {
         let base = ReaperConfig::default();
-        let cases: [fn(&mut ReaperConfig); 10] = [
+        let cases: [fn(&mut ReaperConfig); 11] = [
             |c| c.ring_size = 0,
             |c| c.min_interval_us = 0,
             |c| c.min_interval_us = c.max_interval_us + 1,
@@ -208,6 +228,7 @@ mod tests {
             |c| c.aimd.low_permille = c.aimd.high_permille,
             |c| c.predictive.target_permille = 0,
             |c| c.predictive.target_permille = 1001,
+            |c| c.predictive.probe_us = 0,
         ];
         for (i, f) in cases.iter().enumerate() {
             let mut c = base;

@@ -83,10 +83,11 @@ mod tests {
     #[test]
     fn elapsed_comes_from_the_passed_time() {
         let mut c = Controller::new(&ReaperConfig::default(), 1_000).unwrap();
-        assert_eq!(c.interval_us(), 1_000);
+        assert_eq!(c.interval_us(), 10_000);
         // 2048 entries in 20 ms: the 2048-entry target takes 20 ms.
         assert_eq!(c.update(21_000, 2048, 2048, 0), 20_000);
-        // Clock going backwards: elapsed 0, treated as 1 us, floor at min.
+        // Clock going backwards: elapsed 0, measured as the 1 ms minimum:
+        // 2048 entries per ms is the fastest rate believed: the minimum.
         assert_eq!(c.update(5_000, 2048, 2048, 0), 1_000);
     }
 

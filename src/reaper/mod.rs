@@ -95,8 +95,10 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
-    fn kick_wakes_a_one_second_wait() {
-        let r = Arc::new(Reaper::new(&ReaperConfig::with_policy(Policy::Fixed)).unwrap());
+    fn kick_wakes_a_two_second_wait() {
+        let mut cfg = ReaperConfig::with_policy(Policy::Fixed);
+        cfg.fixed.interval_us = 2_000_000;
+        let r = Arc::new(Reaper::new(&cfg).unwrap());
         let r2 = r.clone();
         let t = std::thread::spawn(move || {
             let t0 = Instant::now();
@@ -106,7 +108,8 @@ mod tests {
         r.kick();
         let (kicked, took) = t.join().unwrap();
         assert!(kicked);
-        assert!(took < Duration::from_millis(900), "{took:?}");
+        // Generous: the machine running the tests may be heavily loaded.
+        assert!(took < Duration::from_millis(1500), "{took:?}");
     }
 
     #[test]

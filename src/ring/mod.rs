@@ -295,3 +295,141 @@ impl<T: RingItem> std::fmt::Debug for Consumer<T> {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts its drops.
+    #[derive(Debug)]
+    struct Counted(usize, Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn bad_capacity_is_rejected() {
+        for cap in [0, 1, 3, 12, (1 << 30) + 1, u32::MAX] {
+            assert!(spsc::<Box<u8>>(cap).is_err());
+            assert!(mpsc::<Box<u8>>(cap).is_err());
+        }
+    }
+
+    #[test]
+    fn full_ring_gives_the_item_back() {
+        let (mut tx, rx) = spsc::<Box<u32>>(2).unwrap();
+        tx.enqueue(Box::new(1)).unwrap();
+        tx.enqueue(Box::new(2)).unwrap();
+        assert_eq!(*tx.enqueue(Box::new(3)).unwrap_err(), 3);
+        assert_eq!(tx.count(), 2);
+        assert_eq!(*rx.dequeue().unwrap(), 1);
+        tx.enqueue(Box::new(3)).unwrap();
+        assert_eq!(*rx.dequeue().unwrap(), 2);
+        assert_eq!(*rx.dequeue().unwrap(), 3);
+        assert!(rx.dequeue().is_none());
+        assert!(rx.is_empty());
+
+        let (tx, rx) = mpsc::<Arc<u32>>(2).unwrap();
+        let a = Arc::new(7);
+        tx.enqueue(a.clone()).unwrap();
+        tx.clone().enqueue(a.clone()).unwrap();
+        let back = tx.enqueue(a.clone()).unwrap_err();
+        assert!(Arc::ptr_eq(&back, &a));
+        drop(back);
+        assert_eq!(Arc::strong_count(&a), 3);
+        drop((rx.dequeue(), rx.dequeue()));
+        assert_eq!(Arc::strong_count(&a), 1);
+    }
+
+    #[test]
+    fn bursts_move_a_prefix_and_keep_the_rest() {
+        for mp in [false, true] {
+            let (mut sp, mpp, rx);
+            type Enqueue = Box<dyn FnMut(&mut Vec<Box<u32>>) -> u32>;
+            let mut enqueue: Enqueue = if mp {
+                (mpp, rx) = mpsc::<Box<u32>>(4).unwrap();
+                Box::new(move |v| mpp.enqueue_burst(v))
+            } else {
+                (sp, rx) = spsc_at::<Box<u32>>(4, u32::MAX - 2).unwrap();
+                Box::new(move |v| sp.enqueue_burst(v))
+            };
+            let mut items: Vec<Box<u32>> = (1..=6).map(Box::new).collect();
+            assert_eq!(enqueue(&mut items), 4);
+            assert_eq!(items.iter().map(|b| **b).collect::<Vec<_>>(), [5, 6], "the rest stays, in order");
+            assert_eq!(enqueue(&mut items), 0);
+            assert_eq!(items.len(), 2);
+            let mut out = vec![Box::new(0)];
+            assert_eq!(rx.dequeue_burst(&mut out, 3), 3);
+            assert_eq!(out.iter().map(|b| **b).collect::<Vec<_>>(), [0, 1, 2, 3], "appended");
+            assert_eq!(enqueue(&mut items), 2);
+            assert!(items.is_empty());
+            out.clear();
+            assert_eq!(rx.dequeue_burst(&mut out, 100), 3);
+            assert_eq!(out.iter().map(|b| **b).collect::<Vec<_>>(), [4, 5, 6]);
+            assert_eq!(rx.dequeue_burst(&mut out, 100), 0);
+            assert_eq!(enqueue(&mut Vec::new()), 0);
+        }
+    }
+
+    /// Dropping the last handle drops the items still queued, exactly once,
+    /// including after the indices wrapped.
+    #[test]
+    fn drop_frees_queued_items() {
+        for (mp, start) in [(false, 0), (true, 0), (false, u32::MAX - 3), (true, u32::MAX - 3)] {
+            let drops = Arc::new(AtomicUsize::new(0));
+            let item = |v| Box::new(Counted(v, drops.clone()));
+            if mp {
+                let (tx, rx) = mpsc_at::<Box<Counted>>(8, start).unwrap();
+                for v in 0..6 {
+                    tx.enqueue(item(v)).unwrap();
+                }
+                assert_eq!(rx.dequeue().unwrap().0, 0);
+                assert_eq!(drops.load(Ordering::Relaxed), 1);
+                drop(rx); // the producer still holds the ring
+                assert_eq!(drops.load(Ordering::Relaxed), 1);
+                tx.enqueue(item(6)).unwrap();
+                drop(tx);
+            } else {
+                let (mut tx, rx) = spsc_at::<Box<Counted>>(8, start).unwrap();
+                for v in 0..6 {
+                    tx.enqueue(item(v)).unwrap();
+                }
+                assert_eq!(rx.dequeue().unwrap().0, 0);
+                drop(tx);
+                assert_eq!(drops.load(Ordering::Relaxed), 1);
+                drop(rx);
+            }
+            let expected = if mp { 7 } else { 6 };
+            assert_eq!(drops.load(Ordering::Relaxed), expected, "mp {mp} start {start}");
+        }
+    }
+
+    #[test]
+    fn handles_move_between_threads() {
+        let n = if cfg!(miri) { 100 } else { 10_000 };
+        let (mut tx, rx) = spsc::<Box<usize>>(4).unwrap();
+        let t = std::thread::spawn(move || {
+            for v in 0..n {
+                let mut b = Box::new(v);
+                while let Err(back) = tx.enqueue(b) {
+                    b = back;
+                    std::thread::yield_now();
+                }
+            }
+        });
+        let mut next = 0;
+        while next < n {
+            match rx.dequeue() {
+                Some(b) => {
+                    assert_eq!(*b, next);
+                    next += 1;
+                }
+                None => std::thread::yield_now(),
+            }
+        }
+        t.join().unwrap();
+    }
+}

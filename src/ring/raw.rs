@@ -321,11 +321,26 @@ impl RawRing {
     /// In single-producer mode, no other thread enqueues concurrently.
     #[inline]
     pub unsafe fn enqueue(&self, item: NonNull<()>) -> Result<()> {
-        // SAFETY: forwarded producer contract.
-        match unsafe { self.enqueue_burst_with(1, |_| Some(item.as_ptr())) } {
-            1 => Ok(()),
-            _ => Err(Error::Full),
+        // `enqueue_burst_with(1, ..)` specialised: the single-item call is
+        // the hot path of the pair-latency benchmark.
+        if self.is_mp() {
+            let (head, n) = self.claim_mp(1);
+            if n == 0 {
+                return Err(Error::Full);
+            }
+            // R1 (Release), as in `enqueue_burst_with`; pairs with A1.
+            self.slot(head).store(item.as_ptr(), Ordering::Release);
+        } else {
+            let (head, n) = self.claim_sp(1);
+            if n == 0 {
+                return Err(Error::Full);
+            }
+            // Relaxed: R5 publishes it, as in `enqueue_burst_with`.
+            self.slot(head).store(item.as_ptr(), Ordering::Relaxed);
+            // R5 (Release), as in `enqueue_burst_with`; pairs with A5.
+            self.hdr.prod.prod.store(head.wrapping_add(1), Ordering::Release);
         }
+        Ok(())
     }
 
     /// Enqueues as many of `items` as fit, in order; returns how many.
@@ -630,7 +645,7 @@ mod tests {
         // SAFETY: non-zero size.
         let mem = unsafe { alloc::alloc(layout) };
         assert!(!mem.is_null());
-        // SAFETY (all calls): `mem` is valid for `size + RING_ALIGN` bytes.
+        // SAFETY: `mem` is valid for `size + RING_ALIGN` bytes; one thread.
         unsafe {
             assert!(RawRing::init_in(ptr::null_mut(), size, 8, 0).is_err());
             assert!(RawRing::init_in(mem.add(8), size, 8, 0).is_err(), "misaligned");
@@ -674,8 +689,8 @@ mod tests {
             let held = next_in - next_out;
             // Enqueue `burst_in` items, as a burst or one by one.
             let items: Vec<*mut ()> = (0..burst_in).map(|i| p(next_in + i)).collect();
-            // SAFETY: single thread; items are non-NULL.
             let moved = if round % 2 == 0 {
+                // SAFETY: single thread; items are non-NULL.
                 unsafe { r.enqueue_burst(&items) as usize }
             } else {
                 let mut m = 0;
@@ -695,17 +710,18 @@ mod tests {
             if held == capacity as usize {
                 // SAFETY: single thread.
                 assert_eq!(unsafe { r.enqueue(nn(usize::MAX)) }, Err(Error::Full));
+                // SAFETY: single thread; non-NULL item.
                 assert_eq!(unsafe { r.enqueue_burst(&[p(usize::MAX)]) }, 0);
             }
             // Dequeue `burst_out` items, as a burst or one by one.
             let mut out = vec![ptr::null_mut(); burst_out];
-            // SAFETY: single thread.
             let got = if round % 3 == 0 {
+                // SAFETY: single thread.
                 unsafe { r.dequeue_burst(&mut out) as usize }
             } else {
                 let mut g = 0;
-                // SAFETY: single thread.
                 while g < burst_out {
+                    // SAFETY: single thread.
                     match unsafe { r.dequeue() } {
                         Some(it) => out[g] = it.as_ptr(),
                         None => break,
@@ -723,6 +739,7 @@ mod tests {
             if next_in == next_out {
                 // SAFETY: single thread.
                 assert_eq!(unsafe { r.dequeue() }, None);
+                // SAFETY: single thread.
                 assert_eq!(unsafe { r.dequeue_burst(&mut [ptr::null_mut(); 4]) }, 0);
             }
         }

@@ -1,0 +1,41 @@
+//! vmig-sim: a whole precopy live migration in one process.
+//!
+//! A simulated guest (RAM in an anonymous mapping, vCPU threads writing it,
+//! dirty pages logged through per-vCPU KVM-style dirty rings and harvested by
+//! a reaper thread) is migrated by a QEMU-style migration thread over a
+//! rate-limited loopback TCP connection to a destination thread, with
+//! compression, auto-converge and switch-over, and the destination's RAM is
+//! then compared with the source's byte for byte. The engines are vmig's or
+//! replicas of QEMU 7.2's legacy designs ([`config::Stack`]).
+//!
+//! See docs/sim.md for the scenario, the wire format and sample reports.
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+
+pub mod bitmap;
+pub mod config;
+pub mod content;
+pub mod converge;
+pub mod dest;
+pub mod dirty;
+pub mod engines;
+pub mod guest;
+pub mod legacy_engines;
+pub mod link;
+pub mod memory;
+pub mod prng;
+pub mod report;
+pub mod run;
+pub mod source;
+pub mod stacks;
+pub mod vmig_engines;
+pub mod wire;
+
+/// The simulated KVM dirty ring shared with vmig's reaper benchmark.
+#[path = "../../benches/support/kvm_dirty_ring.rs"]
+#[allow(missing_docs)]
+pub mod kvm_dirty_ring;
+
+pub use config::SimConfig;
+pub use report::Report;
+pub use run::run;

@@ -1,0 +1,348 @@
+//! `vmig-sim`: runs a whole precopy live migration in this process and
+//! prints an `info migrate`-style report. `vmig-sim --help` lists the knobs;
+//! docs/sim.md explains the scenario.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use vmig_sim::config::{ContentMix, ReaperPolicyKind, SimConfig, Stack};
+use vmig_sim::content::Corpus;
+use vmig_sim::report::{compare_table, rounds_table, Report};
+use vmig_sim::source::Progress;
+
+/// Sizes: a number with an optional K/M/G/T suffix (powers of 1024; "iB" or
+/// "B" may follow), e.g. 64M, 1GiB, 4096.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1 << 30),
+        Some('t' | 'T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: u64 = num.trim().parse().map_err(|_| format!("'{s}' is not a size like 64M or 1G"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// Rates: bits per second with an optional k/M/G suffix (powers of 1000),
+/// e.g. 1G = 1 Gbit/s, 500M.
+fn parse_bits(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("bit/s").or_else(|| t.strip_suffix("bps")).unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1_000u64),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1_000_000),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1_000_000_000),
+        _ => (t, 1),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| format!("'{s}' is not a rate like 1G or 500M (bits/s)"))?;
+    if !(n.is_finite() && n > 0.0) {
+        return Err(format!("'{s}' must be a positive rate"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+fn parse_mix(s: &str) -> Result<ContentMix, String> {
+    let v: Vec<u32> = s
+        .split(',')
+        .map(|x| x.trim().parse::<u32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("'{s}' is not four percentages like 20,35,30,15"))?;
+    match v[..] {
+        [zero, code, text, random] => Ok(ContentMix { zero, code, text, random }),
+        _ => Err(format!("'{s}' needs four percentages: zero,code,text,random")),
+    }
+}
+
+fn parse_onoff(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(format!("'{s}' is not on or off")),
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum StackArg {
+    /// vmig's engines.
+    Vmig,
+    /// QEMU 7.2's designs (legacy compression threads, fixed 1 s reaper, VM-wide throttle timer).
+    Legacy,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ReaperArg {
+    /// vmig's measured-best policy.
+    Default,
+    /// A fixed 1 s interval (QEMU today).
+    Fixed,
+    /// The 6-level table of the adaptive-reaper RFC.
+    Levels,
+    /// Halve above 80% fill, +20 ms below 20%.
+    Aimd,
+    /// Predict the fill rate, aim at a target fill.
+    Predictive,
+}
+
+/// Runs a precopy live migration of a simulated guest in this process, over
+/// a rate-limited loopback TCP connection, on vmig's engines (or QEMU 7.2's
+/// legacy designs), verifies the destination byte for byte and prints an
+/// `info migrate`-style report.
+///
+/// Exit status: 0 when the migration completed and the destination's RAM
+/// equals the source's (with --compare: when the vmig run did, and no run
+/// produced a mismatch); 1 when it failed, did not converge within
+/// --max-time, or the destination differs; 2 for invalid arguments.
+#[derive(Parser, Debug)]
+#[command(name = "vmig-sim", version, about, long_about)]
+struct Cli {
+    /// Guest RAM size (K/M/G suffix, powers of 1024).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    mem: u64,
+    /// Number of vCPU threads writing guest memory.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    vcpus: u32,
+    /// Page writes per second per vCPU, while running (each write dirties one page of the working set).
+    #[arg(long, value_name = "PAGES", default_value_t = 20_000)]
+    dirty_rate: u64,
+    /// Size of the guest's hot set the vCPUs write into.
+    #[arg(long, value_name = "SIZE", default_value = "192M", value_parser = parse_size)]
+    working_set: u64,
+    /// Migration bandwidth limit in bits/s (k/M/G suffix, powers of 1000; QEMU max-bandwidth).
+    #[arg(long, value_name = "RATE", default_value = "1G", value_parser = parse_bits)]
+    bandwidth: u64,
+    /// Compression threads; 0 turns compression off (QEMU compress-threads).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    compress_threads: u32,
+    /// zlib level 0..=9 (QEMU compress-level).
+    #[arg(long, value_name = "L", default_value_t = 1)]
+    compress_level: u32,
+    /// Destination decompression threads (QEMU decompress-threads).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    decompress_threads: u32,
+    /// on: wait for a free compression thread; off: send the page raw when all are busy (QEMU compress-wait-thread).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_onoff, action = clap::ArgAction::Set)]
+    compress_wait_thread: bool,
+    /// Maximum downtime in milliseconds (QEMU downtime-limit).
+    #[arg(long, value_name = "MS", default_value_t = 300)]
+    downtime_limit: u64,
+    /// Dirty-ring reaper interval policy [default: the stack's: vmig's default, or fixed for legacy].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    reaper: Option<ReaperArg>,
+    /// Entries per vCPU dirty ring (QEMU -accel kvm,dirty-ring-size).
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    dirty_ring_size: u32,
+    /// Turn auto-converge off (QEMU capability auto-converge).
+    #[arg(long)]
+    no_auto_converge: bool,
+    /// First auto-converge throttle step, % (QEMU cpu-throttle-initial).
+    #[arg(long, value_name = "PCT", default_value_t = 20)]
+    throttle_initial: u32,
+    /// Throttle increment, % (QEMU cpu-throttle-increment).
+    #[arg(long, value_name = "PCT", default_value_t = 10)]
+    throttle_increment: u32,
+    /// Throttle ceiling, % (QEMU max-cpu-throttle).
+    #[arg(long, value_name = "PCT", default_value_t = 99)]
+    throttle_max: u32,
+    /// Initial guest contents, percent of pages: zero,code,text,random (code from /usr/bin ELF files, text from /usr/share/doc and /usr/include).
+    #[arg(long, value_name = "Z,C,T,R", default_value = "20,35,30,15", value_parser = parse_mix)]
+    mix: ContentMix,
+    /// Seed for guest contents and the vCPUs' write pattern.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    seed: u64,
+    /// Cancel a run that has not converged after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 50.0)]
+    max_time: f64,
+    /// Which engines carry the migration.
+    #[arg(long, value_enum, default_value = "vmig")]
+    stack: StackArg,
+    /// Run the same scenario with the legacy stack, then with vmig's, and print them side by side.
+    #[arg(long)]
+    compare: bool,
+    /// With --compare: this many rounds, alternating which stack runs first (legacy first in odd rounds), then
+    /// each round's ratios and their medians; the machine's load drifts, and a fixed order is a bias.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
+    /// Print the report(s) as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Test only: corrupt this page on the wire every time it is sent.
+    #[arg(long, value_name = "PAGE", hide = true)]
+    fault_corrupt_page: Option<u64>,
+}
+
+impl Cli {
+    fn config(&self) -> SimConfig {
+        SimConfig {
+            stack: match self.stack {
+                StackArg::Vmig => Stack::Vmig,
+                StackArg::Legacy => Stack::Legacy,
+            },
+            mem_bytes: self.mem,
+            vcpus: self.vcpus,
+            dirty_rate: self.dirty_rate,
+            working_set_bytes: self.working_set,
+            bandwidth: self.bandwidth / 8,
+            compress_threads: self.compress_threads,
+            compress_level: self.compress_level,
+            decompress_threads: self.decompress_threads,
+            compress_wait: self.compress_wait_thread,
+            downtime_ms: self.downtime_limit,
+            reaper: self.reaper.map(|r| match r {
+                ReaperArg::Default => ReaperPolicyKind::Default,
+                ReaperArg::Fixed => ReaperPolicyKind::Fixed,
+                ReaperArg::Levels => ReaperPolicyKind::Levels,
+                ReaperArg::Aimd => ReaperPolicyKind::Aimd,
+                ReaperArg::Predictive => ReaperPolicyKind::Predictive,
+            }),
+            dirty_ring_size: self.dirty_ring_size,
+            auto_converge: !self.no_auto_converge,
+            throttle_initial: self.throttle_initial,
+            throttle_increment: self.throttle_increment,
+            throttle_max: self.throttle_max,
+            seed: self.seed,
+            max_time_s: self.max_time,
+            mix: self.mix,
+            fault_corrupt_page: self.fault_corrupt_page,
+        }
+    }
+}
+
+/// Shows progress: a bar on a terminal, a plain line per second otherwise.
+struct Display {
+    bar: Option<ProgressBar>,
+    plain: bool,
+    last: Instant,
+    label: &'static str,
+}
+
+impl Display {
+    fn new(quiet: bool, label: &'static str, total: u64) -> Display {
+        let tty = std::io::stderr().is_terminal();
+        let bar = (!quiet && tty).then(|| {
+            let b = ProgressBar::new(total);
+            b.set_style(
+                ProgressStyle::with_template("{prefix:>6} [{elapsed_precise}] {bar:30.cyan/blue} {msg}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            b.set_prefix(label);
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        Display { bar, plain: !quiet && !tty, last: Instant::now() - Duration::from_secs(1), label }
+    }
+
+    fn update(&mut self, p: &Progress, total: u64) {
+        let msg = format!(
+            "{:<9} remaining {:>7.1} MiB  sent {:>7.1} MiB  sync {:>3}  throttle {:>2}%  {:>5.0} Mbit/s",
+            p.phase,
+            p.remaining as f64 / 1048576.0,
+            p.transferred as f64 / 1048576.0,
+            p.dirty_sync_count,
+            p.throttle_pct,
+            p.mbps
+        );
+        if let Some(b) = &self.bar {
+            b.set_position(total.saturating_sub(p.remaining));
+            b.set_message(msg);
+        } else if self.plain && (self.last.elapsed() >= Duration::from_secs(1) || p.phase != "active") {
+            self.last = Instant::now();
+            eprintln!("{:>6} {:>6.1}s {msg}", self.label, p.elapsed_s);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn run_one(cfg: &SimConfig, corpus: &Corpus, quiet: bool, label: &'static str) -> Result<Report, String> {
+    let total = cfg.mem_bytes;
+    let mut d = Display::new(quiet, label, total);
+    let r = vmig_sim::run(cfg, corpus, &mut |p| d.update(p, total));
+    d.finish();
+    r
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = cli.config();
+    if let Err(e) = cfg.validate() {
+        eprintln!("error: {e}\n\nFor more information, try '--help'.");
+        return ExitCode::from(2);
+    }
+    let corpus = Corpus::load();
+    if cli.compare {
+        let legacy_cfg = SimConfig { stack: Stack::Legacy, ..cfg.clone() };
+        let vmig_cfg = SimConfig { stack: Stack::Vmig, ..cfg };
+        let mut rounds = Vec::new();
+        for round in 1..=cli.rounds {
+            let legacy_first = round % 2 == 1;
+            let mut pair = [None, None];
+            for first in [true, false] {
+                let legacy_now = first == legacy_first;
+                let (c, label, slot) =
+                    if legacy_now { (&legacy_cfg, "legacy", 0) } else { (&vmig_cfg, "vmig", 1) };
+                match run_one(c, &corpus, cli.quiet, label) {
+                    Ok(r) => pair[slot] = Some(r),
+                    Err(e) => return fail(&e),
+                }
+            }
+            let [Some(legacy), Some(vmig)] = pair else { unreachable!("both stacks ran") };
+            rounds.push((legacy_first, legacy, vmig));
+        }
+        if cli.json {
+            let v: Vec<_> = rounds
+                .iter()
+                .map(|(lf, l, v)| serde_json::json!({ "legacy_first": lf, "legacy": l, "vmig": v }))
+                .collect();
+            let v = if v.len() == 1 { v[0].clone() } else { serde_json::Value::Array(v) };
+            println!("{}", serde_json::to_string_pretty(&v).expect("serialisable"));
+        } else if let [(_, legacy, vmig)] = &rounds[..] {
+            println!("{}", legacy.info_migrate());
+            println!("{}", vmig.info_migrate());
+            println!("{}", compare_table(legacy, vmig));
+        } else {
+            let pairs: Vec<_> = rounds.iter().map(|(lf, l, v)| (*lf, l, v)).collect();
+            println!("{}", rounds_table(&pairs));
+        }
+        let mismatch = rounds.iter().any(|(_, l, v)| l.verification_failed() || v.verification_failed());
+        let vmig_ok = rounds.iter().all(|(_, _, v)| v.ok());
+        return if vmig_ok && !mismatch { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    }
+    let label = if cfg.stack == Stack::Vmig { "vmig" } else { "legacy" };
+    let r = match run_one(&cfg, &corpus, cli.quiet, label) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&r).expect("serialisable"));
+    } else {
+        print!("{}", r.info_migrate());
+    }
+    if r.ok() {
+        ExitCode::SUCCESS
+    } else {
+        if let Some(d) = &r.status_detail {
+            eprintln!("vmig-sim: migration {}: {d}", r.status);
+        }
+        ExitCode::from(1)
+    }
+}
+
+fn fail(e: &str) -> ExitCode {
+    eprintln!("vmig-sim: {e}");
+    ExitCode::from(1)
+}

@@ -1,0 +1,464 @@
+//! The source's migration thread: QEMU's precopy loop (`migration_thread`,
+//! `migration_iteration_run`, `ram_save_iterate`, `migration_bitmap_sync`,
+//! `migration_trigger_throttle`, `migration_completion`) over a simulated
+//! guest.
+//!
+//! * Setup: start dirty logging and mark every page dirty.
+//! * Iterate: send dirty pages in address order. Every `BUFFER_DELAY`
+//!   (100 ms) the bandwidth of the last window gives the threshold
+//!   `bandwidth x downtime-limit`. When the pages still to send drop below
+//!   it, sync the dirty log; if they are still below, complete.
+//! * Each page goes to the compressor (the workers find zero pages); if every
+//!   worker is busy and compress-wait-thread is off, it is sent raw (after a
+//!   zero check) unless an older copy of it is still being compressed, which
+//!   would overtake it on the wire.
+//! * Auto-converge: at a sync at least one second after the previous
+//!   accounted one, if the guest dirtied more than 50% of the bytes sent in
+//!   the period for the second time, raise the throttle (initial, then
+//!   +increment, up to max).
+//! * Completion: stop the vCPUs (downtime starts), final sync, send the
+//!   rest, drain the compressor, end the stream and wait until the
+//!   destination has applied every page (downtime ends).
+
+use std::io;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::bitmap::PageBitmap;
+use crate::config::{SimConfig, PAGE_SIZE};
+use crate::converge::Trigger;
+use crate::dest::DestDone;
+use crate::engines::{CompOut, Compressor};
+use crate::guest::Guest;
+use crate::link::{Link, WINDOW};
+use crate::memory::GuestRam;
+use crate::wire;
+
+/// A snapshot for the progress display.
+#[derive(Clone, Debug, Serialize)]
+pub struct Progress {
+    /// Seconds since the migration started.
+    pub elapsed_s: f64,
+    /// "setup", "active", "device" (stop-and-copy) or "completed".
+    pub phase: &'static str,
+    /// Bytes of dirty pages still to send.
+    pub remaining: u64,
+    /// Bytes put on the wire so far.
+    pub transferred: u64,
+    /// Dirty-log syncs so far.
+    pub dirty_sync_count: u64,
+    /// Current throttle percentage.
+    pub throttle_pct: u32,
+    /// Link use over the last window, Mbit/s.
+    pub mbps: f64,
+}
+
+/// How the migration ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Switched over; the destination has every page.
+    Completed,
+    /// Did not converge within --max-time; the guest keeps running on the
+    /// source (QEMU: migrate_cancel).
+    Cancelled,
+    /// An error ended it.
+    Failed(String),
+}
+
+/// What the migration thread measured.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SourceStats {
+    /// Setup time.
+    pub setup_ms: f64,
+    /// Time from start to the end of the migration.
+    pub total_ms: f64,
+    /// Time the guest was stopped.
+    pub downtime_ms: f64,
+    /// The last computed expected downtime (remaining / bandwidth).
+    pub expected_downtime_ms: f64,
+    /// Bytes put on the wire.
+    pub transferred: u64,
+    /// Bytes of dirty pages left when the run ended.
+    pub remaining: u64,
+    /// Zero-page records (QEMU "duplicate").
+    pub zero_pages: u64,
+    /// Raw-page records (QEMU "normal").
+    pub normal_pages: u64,
+    /// Compressed-page records.
+    pub compressed_pages: u64,
+    /// Raw pages sent because every compression thread was busy.
+    pub busy_raw_pages: u64,
+    /// Bytes of compressed payload.
+    pub compressed_bytes: u64,
+    /// Dirty-log syncs (QEMU "dirty sync count").
+    pub dirty_sync_count: u64,
+    /// Rounds completed over the bitmap.
+    pub rounds: u64,
+    /// Highest throttle percentage set.
+    pub throttle_max_pct: u32,
+    /// Pages dirtied per second in the last accounted period.
+    pub dirty_pages_rate: u64,
+    /// Time the migration thread slept on the rate limit.
+    pub rate_limited_ms: f64,
+    /// Downtime breakdown: stopping the vCPUs and the reaper.
+    pub downtime_stop_ms: f64,
+    /// Downtime breakdown: final sync and sending the rest (with the
+    /// compressor drained).
+    pub downtime_send_ms: f64,
+    /// Downtime breakdown: waiting for the destination to apply the rest.
+    pub downtime_dest_ms: f64,
+    /// Pages sent while the guest was stopped.
+    pub downtime_pages: u64,
+}
+
+/// Emits records; kept apart from the compressor so its callbacks can borrow
+/// this mutably.
+struct Emitter<'a> {
+    ram: &'a GuestRam,
+    link: Link,
+    /// Copies of each page queued for compression and not yet sent (a page
+    /// can be queued again before its older copy's result is collected).
+    inflight: Vec<u16>,
+    stats: SourceStats,
+    fault_page: Option<u64>,
+    page_buf: Box<[u8; PAGE_SIZE]>,
+    err: Option<io::Error>,
+}
+
+impl Emitter<'_> {
+    fn record(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        let buf = self.link.buf();
+        let before = buf.len();
+        f(buf);
+        let n = buf.len() - before;
+        if let Err(e) = self.link.commit(n) {
+            self.err.get_or_insert(e);
+        }
+    }
+
+    fn faulty(&self, page: u64) -> bool {
+        self.fault_page == Some(page)
+    }
+
+    /// A compression result for `page`.
+    fn result(&mut self, page: u64, out: CompOut<'_>) {
+        let n = &mut self.inflight[page as usize];
+        *n = n.saturating_sub(1);
+        match out {
+            CompOut::Zero => self.zero(page),
+            CompOut::Data(z) => {
+                let corrupt = self.faulty(page);
+                self.record(|b| {
+                    wire::put_compressed(b, page, z);
+                    if corrupt {
+                        // Flip a bit of the zlib stream's Adler-32 trailer.
+                        *b.last_mut().expect("non-empty record") ^= 1;
+                    }
+                });
+                self.stats.compressed_pages += 1;
+                self.stats.compressed_bytes += z.len() as u64;
+            }
+            CompOut::Failed(_) => self.raw(page),
+        }
+    }
+
+    fn zero(&mut self, page: u64) {
+        let fill = if self.faulty(page) { 0xff } else { 0 };
+        self.record(|b| wire::put_zero(b, page, fill));
+        self.stats.zero_pages += 1;
+    }
+
+    /// Sends `page` without compression: a zero record or the raw page.
+    fn raw(&mut self, page: u64) {
+        let mut buf = std::mem::replace(&mut self.page_buf, Box::new([0; PAGE_SIZE]));
+        self.ram.read_page(page, &mut buf);
+        if crate::memory::is_zero(&buf[..]) {
+            self.zero(page);
+        } else {
+            if self.faulty(page) {
+                buf[0] ^= 0x5a;
+            }
+            self.record(|b| wire::put_page(b, page, &buf[..]));
+            self.stats.normal_pages += 1;
+        }
+        self.page_buf = buf;
+    }
+
+    fn check(&mut self) -> io::Result<()> {
+        match self.err.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The migration thread's state.
+pub struct Source<'a> {
+    cfg: &'a SimConfig,
+    ram: &'a GuestRam,
+    comp: Option<Box<dyn Compressor + 'a>>,
+    em: Emitter<'a>,
+    bmap: PageBitmap,
+    cursor: u64,
+    threshold: u64,
+    trigger: Trigger,
+}
+
+impl<'a> Source<'a> {
+    /// A migration of `ram` over `link`.
+    pub fn new(cfg: &'a SimConfig, ram: &'a GuestRam, comp: Option<Box<dyn Compressor + 'a>>, link: Link) -> Self {
+        let pages = ram.pages();
+        Source {
+            cfg,
+            ram,
+            comp,
+            em: Emitter {
+                ram,
+                link,
+                inflight: vec![0; pages as usize],
+                stats: SourceStats::default(),
+                fault_page: cfg.fault_corrupt_page,
+                page_buf: Box::new([0; PAGE_SIZE]),
+                err: None,
+            },
+            bmap: PageBitmap::new(pages),
+            cursor: 0,
+            threshold: 0,
+            trigger: Trigger::new(cfg.throttle_initial, cfg.throttle_increment, cfg.throttle_max, Instant::now()),
+        }
+    }
+
+    /// Runs the migration to its end. `done` reports the destination's
+    /// completion; `progress` is called about every 100 ms.
+    pub fn run(
+        mut self,
+        guest: &mut Guest,
+        done: &Receiver<DestDone>,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> (Status, SourceStats, Option<crate::engines::CompStats>) {
+        let t0 = Instant::now();
+        let status = match self.migrate(t0, guest, done, progress) {
+            Ok(s) => s,
+            // A destination that failed closes the connection, so the
+            // source sees a broken pipe: report the destination's reason.
+            Err(e) => match done.recv_timeout(Duration::from_secs(2)) {
+                Ok(Err(d)) => Status::Failed(format!("destination: {d}")),
+                _ => Status::Failed(e.to_string()),
+            },
+        };
+        let mut st = self.em.stats;
+        st.total_ms = ms(t0.elapsed());
+        st.transferred = self.em.link.transferred;
+        st.remaining = self.bmap.count() * PAGE_SIZE as u64;
+        st.rate_limited_ms = ms(self.em.link.throttled);
+        let comp = self.comp.as_ref().map(|c| c.stats());
+        (status, st, comp)
+    }
+
+    fn migrate(
+        &mut self,
+        t0: Instant,
+        guest: &mut Guest,
+        done: &Receiver<DestDone>,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> io::Result<Status> {
+        let shared = guest.shared.clone();
+        // Setup (QEMU ram_save_setup): dirty logging on, everything dirty.
+        shared.log.start();
+        self.bmap.set_all();
+        self.em.record(|b| wire::put_header(b, self.ram.pages()));
+        self.em.link.flush()?;
+        self.em.stats.setup_ms = ms(t0.elapsed());
+        self.trigger =
+            Trigger::new(self.cfg.throttle_initial, self.cfg.throttle_increment, self.cfg.throttle_max, Instant::now());
+        let max_time = Duration::from_secs_f64(self.cfg.max_time_s);
+        let mut window_start = Instant::now();
+        let mut window_bytes = self.em.link.transferred;
+        let mut mbps = 0.0;
+        loop {
+            let now = Instant::now();
+            let elapsed = now - window_start;
+            if elapsed >= WINDOW {
+                // QEMU migration_update_counters.
+                let sent = self.em.link.transferred - window_bytes;
+                let bw_per_ms = sent as f64 / ms(elapsed);
+                self.threshold = (bw_per_ms * self.cfg.downtime_ms as f64) as u64;
+                mbps = sent as f64 * 8.0 / elapsed.as_secs_f64() / 1e6;
+                let remaining = self.bmap.count() * PAGE_SIZE as u64;
+                self.em.stats.expected_downtime_ms = if bw_per_ms > 0.0 { remaining as f64 / bw_per_ms } else { 0.0 };
+                window_start = now;
+                window_bytes = self.em.link.transferred;
+                progress(&self.progress(t0, "active", shared.throttle.get(), mbps));
+                if now - t0 >= max_time {
+                    shared.throttle.set(0);
+                    return Ok(Status::Cancelled);
+                }
+            }
+            // QEMU ram_save_pending: sync when below the threshold.
+            let mut pending = self.bmap.count() * PAGE_SIZE as u64;
+            if pending < self.threshold || pending == 0 {
+                self.sync(guest, true);
+                pending = self.bmap.count() * PAGE_SIZE as u64;
+            }
+            if pending > 0 && pending >= self.threshold {
+                self.send_for(window_start + WINDOW)?;
+                continue;
+            }
+            break;
+        }
+        // Completion (QEMU migration_completion).
+        let down = Instant::now();
+        progress(&self.progress(t0, "device", shared.throttle.get(), mbps));
+        guest.stop_vcpus();
+        guest.stop_reaper();
+        shared.throttle.set(0);
+        let stopped = Instant::now();
+        self.sync(guest, false);
+        self.em.stats.downtime_pages = self.bmap.count();
+        self.cursor = 0;
+        while let Some(p) = self.bmap.take_next(self.cursor) {
+            self.cursor = p + 1;
+            self.send_page(p)?;
+        }
+        self.drain()?;
+        self.em.record(wire::put_eos);
+        self.em.record(wire::put_end);
+        self.em.check()?;
+        self.em.link.flush()?;
+        let sent = Instant::now();
+        let dest = done.recv().map_err(|_| io::Error::other("destination thread died"))?;
+        if let Err(e) = dest {
+            return Err(io::Error::other(format!("destination: {e}")));
+        }
+        let end = Instant::now();
+        self.em.stats.downtime_ms = ms(end - down);
+        self.em.stats.downtime_stop_ms = ms(stopped - down);
+        self.em.stats.downtime_send_ms = ms(sent - stopped);
+        self.em.stats.downtime_dest_ms = ms(end - sent);
+        progress(&self.progress(t0, "completed", 0, mbps));
+        Ok(Status::Completed)
+    }
+
+    fn progress(&self, t0: Instant, phase: &'static str, throttle_pct: u32, mbps: f64) -> Progress {
+        Progress {
+            elapsed_s: t0.elapsed().as_secs_f64(),
+            phase,
+            remaining: self.bmap.count() * PAGE_SIZE as u64,
+            transferred: self.em.link.transferred,
+            dirty_sync_count: self.em.stats.dirty_sync_count,
+            throttle_pct,
+            mbps,
+        }
+    }
+
+    /// QEMU migration_bitmap_sync, with migration_trigger_throttle.
+    /// `during_precopy` false: the final sync with the vCPUs stopped. QEMU
+    /// runs the trigger there too, but a raise can no longer matter; skipping
+    /// it keeps "throttle reached" the throttle the guest actually ran under.
+    fn sync(&mut self, guest: &Guest, during_precopy: bool) {
+        let shared = &guest.shared;
+        let new = shared.log.sync_into(&mut self.bmap);
+        self.em.stats.dirty_sync_count += 1;
+        if !during_precopy {
+            return;
+        }
+        let t = &shared.throttle;
+        let raise = self.trigger.on_sync(Instant::now(), new, PAGE_SIZE as u64, self.em.link.transferred, t.get());
+        self.em.stats.dirty_pages_rate = self.trigger.dirty_pages_rate;
+        if let Some(pct) = raise.filter(|_| self.cfg.auto_converge) {
+            t.set(pct);
+            self.em.stats.throttle_max_pct = self.em.stats.throttle_max_pct.max(pct);
+        }
+    }
+
+    /// Sends dirty pages until `until`, or until what is left drops below
+    /// the threshold.
+    fn send_for(&mut self, until: Instant) -> io::Result<()> {
+        let mut n = 0u32;
+        loop {
+            match self.bmap.take_next(self.cursor) {
+                Some(p) => {
+                    self.cursor = p + 1;
+                    self.send_page(p)?;
+                }
+                None => {
+                    // End of a round over the bitmap.
+                    if self.comp.as_ref().is_some_and(|c| c.needs_round_flush()) {
+                        self.drain()?;
+                    }
+                    self.em.record(wire::put_eos);
+                    self.em.stats.rounds += 1;
+                    self.cursor = 0;
+                    if self.bmap.count() == 0 {
+                        return self.em.check();
+                    }
+                }
+            }
+            n += 1;
+            if n % 64 == 0 {
+                self.em.check()?;
+                if Instant::now() >= until || self.bmap.count() * (PAGE_SIZE as u64) < self.threshold {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn send_page(&mut self, page: u64) -> io::Result<()> {
+        let Some(comp) = self.comp.as_mut() else {
+            self.em.raw(page);
+            return Ok(());
+        };
+        let em = &mut self.em;
+        while comp.poll(&mut |k, out| em.result(k, out)) {}
+        let ptr = self.ram.page_ptr(page) as *const u8;
+        // SAFETY: guest RAM outlives the compressor (both borrowed for this
+        // Source's lifetime), so the page stays mapped until its result is
+        // returned. The same holds for the submit in the loop below.
+        if unsafe { comp.submit(page, ptr, self.cfg.compress_wait) }.is_ok() {
+            em.inflight[page as usize] += 1;
+            return Ok(());
+        }
+        if !self.cfg.compress_wait && em.inflight[page as usize] == 0 {
+            // QEMU compress-wait-thread=off: send it uncompressed.
+            em.stats.busy_raw_pages += 1;
+            em.raw(page);
+            return Ok(());
+        }
+        // Waiting, or an older copy is still being compressed (a raw copy
+        // now could reach the destination before it): collect results until
+        // the pool takes the page. The pool also refuses, even with `wait`,
+        // while its result queue is full: only collecting frees it.
+        loop {
+            let got = comp.wait_result(&mut |k, out| em.result(k, out));
+            // SAFETY: as above.
+            if unsafe { comp.submit(page, ptr, true) }.is_ok() {
+                em.inflight[page as usize] += 1;
+                return Ok(());
+            }
+            if !got {
+                // Nothing in flight and still refused: cannot happen with
+                // a working pool; send the page raw rather than spin.
+                em.stats.busy_raw_pages += 1;
+                em.raw(page);
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends every result still in flight.
+    fn drain(&mut self) -> io::Result<()> {
+        if let Some(comp) = self.comp.as_mut() {
+            let em = &mut self.em;
+            while comp.wait_result(&mut |k, out| em.result(k, out)) {}
+        }
+        self.em.check()
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,165 @@
+//! The engine seams implemented by vmig's own engines: `vmig::pool`
+//! (compression and decompression), `vmig::reaper` and `vmig::throttle`.
+
+use vmig::pool::{CompConfig, CompPool, DecompPool};
+use vmig::reaper::{Policy, Reaper, ReaperConfig};
+use vmig::throttle::{Throttle, QEMU_TIMESLICE_NS};
+
+use crate::config::{ReaperPolicyKind, PAGE_SIZE};
+use crate::dirty::Reaped;
+use crate::engines::{Busy, CompOut, CompStats, Compressor, Decompressor, GuestThrottle, ReaperCtl};
+
+/// `vmig::pool::CompPool`.
+pub struct VmigComp(CompPool);
+
+impl VmigComp {
+    /// A pool of `threads` workers at zlib `level`.
+    pub fn new(threads: u32, level: u32) -> Result<Self, String> {
+        let cfg = CompConfig { threads, level: level as i32, page_size: PAGE_SIZE as u32, ring_depth: 0 };
+        CompPool::new(&cfg).map(VmigComp).map_err(|e| format!("vmig compression pool: {e}"))
+    }
+
+    fn hand(&mut self, r: vmig::pool::CompResult, f: &mut dyn FnMut(u64, CompOut<'_>)) {
+        let out = if r.status() != 0 {
+            CompOut::Failed(r.status())
+        } else if r.is_zero_page() {
+            CompOut::Zero
+        } else {
+            CompOut::Data(r.data())
+        };
+        f(r.key(), out);
+        self.0.release(r);
+    }
+}
+
+impl Compressor for VmigComp {
+    unsafe fn submit(&mut self, key: u64, page: *const u8, wait: bool) -> Result<(), Busy> {
+        // SAFETY: forwarded: the caller keeps the page mapped until its
+        // result is handed out.
+        match unsafe { self.0.submit(page, key, 0, wait) } {
+            Ok(()) => Ok(()),
+            Err(vmig::Error::Busy) => Err(Busy),
+            // Only a bad argument can fail otherwise, and the simulator
+            // passes valid pages: treat it as a refused submit so the page
+            // goes raw rather than being lost.
+            Err(_) => Err(Busy),
+        }
+    }
+
+    fn poll(&mut self, f: &mut dyn FnMut(u64, CompOut<'_>)) -> bool {
+        match self.0.poll() {
+            Some(r) => {
+                self.hand(r, f);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn wait_result(&mut self, f: &mut dyn FnMut(u64, CompOut<'_>)) -> bool {
+        match self.0.wait_result() {
+            Some(r) => {
+                self.hand(r, f);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// vmig's pool returns results for one key in submission order, so no
+    /// per-round flush is needed.
+    fn needs_round_flush(&self) -> bool {
+        false
+    }
+
+    fn stats(&self) -> CompStats {
+        let s = self.0.stats();
+        CompStats { pages: s.pages, zero_pages: s.zero_pages, busy: s.busy, bytes_out: s.bytes_out }
+    }
+}
+
+/// `vmig::pool::DecompPool`.
+pub struct VmigDecomp(DecompPool);
+
+impl VmigDecomp {
+    /// A pool of `threads` workers.
+    pub fn new(threads: u32) -> Result<Self, String> {
+        DecompPool::new(threads, PAGE_SIZE as u32).map(VmigDecomp).map_err(|e| format!("vmig decompression pool: {e}"))
+    }
+}
+
+impl Decompressor for VmigDecomp {
+    unsafe fn submit(&mut self, zdata: &[u8], dest: *mut u8) -> Result<(), String> {
+        // SAFETY: forwarded: `dest` is a page nobody else touches until the
+        // next `wait`.
+        unsafe { self.0.submit(zdata, dest) }.map_err(|e| e.to_string())
+    }
+
+    fn wait(&mut self) -> Result<(), String> {
+        self.0.wait().map_err(|e| e.to_string())
+    }
+}
+
+/// `vmig::reaper::Reaper`.
+pub struct VmigReaper(Reaper);
+
+impl VmigReaper {
+    /// A reaper for rings of `ring_size` entries running `policy`.
+    pub fn new(policy: ReaperPolicyKind, ring_size: u32) -> Result<Self, String> {
+        let mut cfg = match policy {
+            ReaperPolicyKind::Default => ReaperConfig::default(),
+            ReaperPolicyKind::Fixed => ReaperConfig::with_policy(Policy::Fixed),
+            ReaperPolicyKind::Levels => ReaperConfig::with_policy(Policy::Levels),
+            ReaperPolicyKind::Aimd => ReaperConfig::with_policy(Policy::Aimd),
+            ReaperPolicyKind::Predictive => ReaperConfig::with_policy(Policy::Predictive),
+        };
+        cfg.ring_size = ring_size;
+        Reaper::new(&cfg).map(VmigReaper).map_err(|e| format!("vmig reaper: {e}"))
+    }
+}
+
+impl ReaperCtl for VmigReaper {
+    fn update(&self, r: Reaped) -> u64 {
+        self.0.update(r.max_fill, r.total, r.full_events)
+    }
+    fn wait(&self) -> bool {
+        self.0.wait()
+    }
+    fn kick(&self) {
+        self.0.kick()
+    }
+}
+
+/// `vmig::throttle::Throttle`: a closed-loop account per vCPU.
+pub struct VmigThrottle {
+    t: Throttle,
+    vcpus: u32,
+}
+
+impl VmigThrottle {
+    /// A throttle for `vcpus` vCPUs with QEMU's 10 ms timeslice.
+    pub fn new(vcpus: u32) -> Result<Self, String> {
+        Throttle::new(vcpus, QEMU_TIMESLICE_NS)
+            .map(|t| VmigThrottle { t, vcpus })
+            .map_err(|e| format!("vmig throttle: {e}"))
+    }
+}
+
+impl GuestThrottle for VmigThrottle {
+    fn set(&self, pct: u32) {
+        // The migration thread only sets 0 or values clamped to 1..=99.
+        self.t.set(pct).expect("throttle percentage in 0..=99");
+    }
+    fn get(&self) -> u32 {
+        self.t.get()
+    }
+    fn vcpu_run(&self, vcpu: u32) {
+        // Only fails for an out-of-range vCPU index, which run() never uses.
+        let _ = self.t.vcpu_run(vcpu);
+    }
+    fn kick_all(&self) {
+        for v in 0..self.vcpus {
+            let _ = self.t.kick(v);
+        }
+    }
+}
