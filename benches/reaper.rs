@@ -215,6 +215,7 @@ fn run(cfg: &ReaperConfig, profile: Profile, p: &Params) -> Outcome {
         o.full_exits += s.ring_full_events();
         o.stall += s.stall();
         o.peak_fill = o.peak_fill.max(s.max_fill());
+        // Relaxed: the vCPU threads were joined; join orders their writes.
         o.pages += s.pushed.load(Ordering::Relaxed);
     }
     o

@@ -148,6 +148,7 @@ fn segment(scheme: Scheme, n: usize, pct: u32, secs: f64) -> Segment {
     }
     legacy.shutdown();
     timer.join().unwrap();
+    // Relaxed: every writer was joined above; join orders their writes.
     Segment { secs: wall, bytes: bytes.load(Ordering::Relaxed), slept: slept.load(Ordering::Relaxed) as f64 / 1e9 }
 }
 

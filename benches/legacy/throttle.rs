@@ -177,6 +177,7 @@ impl LegacyThrottle {
             }
             let was_woken = std::mem::replace(&mut *woken, false);
             drop(woken);
+            // Acquire: pairs with the Release store in `shutdown()`.
             if self.shutdown.load(Ordering::Acquire) {
                 return;
             }

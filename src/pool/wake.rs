@@ -93,6 +93,7 @@ impl Default for WakeFlag {
 
 impl std::fmt::Debug for WakeFlag {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Relaxed: a diagnostic snapshot; nothing is read on the strength of it.
         f.debug_struct("WakeFlag").field("sleeping", &(self.state.load(Ordering::Relaxed) == SLEEPING)).finish()
     }
 }
@@ -187,6 +188,7 @@ impl WakeFlag {
         // Dekker part under test (S1/F1/F2/L2) is unchanged.
         #[cfg(loom)]
         {
+            // Relaxed, as the RMW it stands in for; the fences F1/F2 order it.
             if self.state.load(Ordering::Relaxed) != SLEEPING {
                 return false;
             }
