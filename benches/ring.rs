@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::hint::black_box;
 use std::num::NonZeroUsize;
 use std::sync::mpsc::{sync_channel, TryRecvError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Instant;
 
@@ -75,6 +75,46 @@ impl Order {
     }
 }
 
+/// CPU placement for the next runs: entry `p` is producer `p`'s CPU, the
+/// last entry the consumer's. `None`: the scheduler places the threads.
+///
+/// With 2 producers and a consumer on a 2-CPU machine, two threads share a
+/// CPU, and which two decides the result more than the queue does (two
+/// producers on one CPU never contend on the claim, but they time-slice).
+/// The unpinned tables therefore swing between runs; the placement table
+/// measures each placement on its own.
+static PLACEMENT: Mutex<Option<Vec<usize>>> = Mutex::new(None);
+
+/// Pins the calling thread to the CPU `PLACEMENT` gives `who` (a producer
+/// index, or `usize::MAX` for the consumer); no-op when unpinned.
+fn pin(who: usize) {
+    let placement = PLACEMENT.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let Some(cpus) = placement else { return };
+    let cpu = if who == usize::MAX { cpus[cpus.len() - 1] } else { cpus[who] };
+    set_affinity(&[cpu]);
+}
+
+fn set_affinity(cpus: &[usize]) {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and
+    // sched_setaffinity get a valid set and its size (0 = this thread).
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(rc, 0, "sched_setaffinity({cpus:?}): {}", std::io::Error::last_os_error());
+}
+
+/// Runs `measure` with the threads pinned as `cpus` says (see [`PLACEMENT`]).
+fn pinned<R>(cpus: &[usize], measure: impl FnOnce() -> R) -> R {
+    *PLACEMENT.lock().unwrap() = Some(cpus.to_vec());
+    let r = measure();
+    *PLACEMENT.lock().unwrap() = None;
+    r
+}
+
 /// Runs `producers` threads calling `produce(p, items_of_p)` and the
 /// consumer `consume(total)` on this thread; returns items per second.
 fn run_threads<P, C>(producers: usize, items: usize, produce: P, consume: C) -> f64
@@ -88,10 +128,16 @@ where
     let handles: Vec<_> = (0..producers)
         .map(|p| {
             let produce = produce.clone();
-            thread::spawn(move || produce(p, per))
+            thread::spawn(move || {
+                pin(p);
+                produce(p, per)
+            })
         })
         .collect();
+    let online = thread::available_parallelism().map_or(1, |n| n.get());
+    pin(usize::MAX);
     consume(per * producers);
+    set_affinity(&(0..online).collect::<Vec<_>>());
     let secs = start.elapsed().as_secs_f64();
     for h in handles {
         h.join().unwrap();
@@ -522,7 +568,7 @@ fn table(title: &str, rows: &[(&str, f64)]) {
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` does not.
     let full = std::env::args().any(|a| a == "--bench");
-    // Optional section filters: `cargo bench --bench ring -- spsc mpsc burst latency`.
+    // Optional section filters: `cargo bench --bench ring -- spsc mpsc placement burst latency`.
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -574,6 +620,21 @@ fn main() {
                 ("Mutex<VecDeque>", measure(&p, |n| mutex_deque(2, n))),
             ],
         );
+    }
+    if want("placement") {
+        if thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+            println!("\nplacement: skipped, fewer than 2 CPUs");
+        } else {
+            println!("\nPinned placements (threads -> CPUs), Mitems/s and vmig ratio");
+            let sp = |cpus: &[usize]| (pinned(cpus, || measure(&p, vmig_spsc)), pinned(cpus, || measure(&p, rtrb_spsc)));
+            let mp = |cpus: &[usize]| (pinned(cpus, || measure(&p, |n| vmig_mpsc(2, n))), pinned(cpus, || measure(&p, |n| arrayq(2, n))));
+            let row = |name: &str, base: &str, (v, b): (f64, f64)| {
+                println!("  {:<52} vmig {:>7.1}  {:<10} {:>7.1}  {:.2}x", name, v / 1e6, base, b / 1e6, v / b);
+            };
+            row("SPSC: producer CPU 0, consumer CPU 1", "rtrb", sp(&[0, 1]));
+            row("MPSC: producers CPU 0 and 1, consumer CPU 1", "ArrayQueue", mp(&[0, 1, 1]));
+            row("MPSC: producers both CPU 0, consumer CPU 1", "ArrayQueue", mp(&[0, 0, 1]));
+        }
     }
     if want("burst") {
         table(

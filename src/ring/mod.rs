@@ -18,13 +18,14 @@
 
 pub mod raw;
 
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::num::NonZeroUsize;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
 use crate::error::Result;
-use raw::RawRing;
+use raw::{Cursor, RawRing};
 
 /// A value that travels through the ring as one non-NULL pointer.
 ///
@@ -106,9 +107,15 @@ impl<T: RingItem> Shared<T> {
 
 impl<T: RingItem> Drop for Shared<T> {
     fn drop(&mut self) {
-        // SAFETY: `drop` has exclusive access: every handle is gone.
+        // The header's cursor copies are stale (the handles kept theirs):
+        // drain with an exact cursor.
+        let raw = self.raw();
+        let mut cur = raw.consumer_cursor_exact();
+        // SAFETY: `drop` has exclusive access: every handle is gone, so this
+        // is the only consumer, with an exact cursor; each pointer was
+        // enqueued by `into_ptr` and is taken once; then the ring is unused.
         unsafe {
-            while let Some(p) = self.raw().dequeue() {
+            while let Some(p) = raw.dequeue_one(&mut cur, raw.is_mp()) {
                 drop(T::from_ptr(p));
             }
             RawRing::destroy(self.raw);
@@ -132,13 +139,14 @@ pub fn mpsc<T: RingItem>(capacity: u32) -> Result<(MpProducer<T>, Consumer<T>)> 
 /// index wrap by starting near `u32::MAX`).
 pub(crate) fn spsc_at<T: RingItem>(capacity: u32, start: u32) -> Result<(Producer<T>, Consumer<T>)> {
     let shared = Shared::new(capacity, 0, start)?;
-    Ok((Producer { shared: shared.clone(), _not_sync: PhantomData }, Consumer { shared, _not_sync: PhantomData }))
+    let producer = Producer { raw: shared.raw, cur: shared.raw().producer_cursor(), _shared: shared.clone(), _not_sync: PhantomData };
+    Ok((producer, Consumer::new(shared)))
 }
 
 /// [`mpsc`] with both indices starting at `start`.
 pub(crate) fn mpsc_at<T: RingItem>(capacity: u32, start: u32) -> Result<(MpProducer<T>, Consumer<T>)> {
     let shared = Shared::new(capacity, raw::FLAG_MP, start)?;
-    Ok((MpProducer { shared: shared.clone() }, Consumer { shared, _not_sync: PhantomData }))
+    Ok((MpProducer { shared: shared.clone() }, Consumer::new(shared)))
 }
 
 /// Test hooks for the loom models in `tests/loom_ring.rs` (not an API:
@@ -161,9 +169,18 @@ pub mod loom_hooks {
 
 /// The one producer of an [`spsc`] ring. `Send`, not `Clone`.
 pub struct Producer<T: RingItem> {
-    shared: Arc<Shared<T>>,
+    /// `shared.raw`, copied here to save a pointer chase per call.
+    raw: NonNull<RawRing>,
+    /// The producer's private indices (see [`Cursor`]).
+    cur: Cursor,
+    /// Keeps the ring alive while `raw` points into it.
+    _shared: Arc<Shared<T>>,
     _not_sync: NotSync,
 }
+
+// SAFETY: `raw` points into `shared`, which the handle keeps alive and which
+// is `Send`; `cur` is plain data. (`NonNull` alone would make it `!Send`.)
+unsafe impl<T: RingItem> Send for Producer<T> {}
 
 /// A producer of an [`mpsc`] ring. Clone it for each producing thread.
 pub struct MpProducer<T: RingItem> {
@@ -172,9 +189,21 @@ pub struct MpProducer<T: RingItem> {
 
 /// The one consumer of a ring. `Send`, not `Clone`, not `Sync`.
 pub struct Consumer<T: RingItem> {
-    shared: Arc<Shared<T>>,
+    /// `shared.raw`, copied here to save a pointer chase per call.
+    raw: NonNull<RawRing>,
+    /// The consumer's private indices (see [`Cursor`]); a `Cell` because
+    /// `dequeue` takes `&self` (the handle is `!Sync`).
+    cur: Cell<Cursor>,
+    /// Whether the ring is multi-producer (constant: saves reading the
+    /// header's flags per call).
+    mp: bool,
+    /// Keeps the ring alive while `raw` points into it.
+    _shared: Arc<Shared<T>>,
     _not_sync: NotSync,
 }
+
+// SAFETY: as for `Producer`: `raw` points into `shared`, kept alive here.
+unsafe impl<T: RingItem> Send for Consumer<T> {}
 
 /// `Send` but not `Sync`: a shared reference on two threads would be two
 /// producers (or consumers).
@@ -187,11 +216,21 @@ impl<T: RingItem> Clone for MpProducer<T> {
 }
 
 impl<T: RingItem> Producer<T> {
+    #[inline]
+    fn raw(&self) -> &RawRing {
+        // SAFETY: `raw` is live while `shared` is, and `shared` outlives `&self`.
+        unsafe { self.raw.as_ref() }
+    }
+
     /// Enqueues `item`, or gives it back when the ring is full.
+    #[inline]
     pub fn enqueue(&mut self, item: T) -> std::result::Result<(), T> {
         let p = item.into_ptr();
-        // SAFETY: `&mut self` on the only Producer: no concurrent enqueue.
-        match unsafe { self.shared.raw().enqueue(p) } {
+        // SAFETY: an SP ring, `&mut self` on its only Producer (no concurrent
+        // enqueue), and `cur` is that producer's cursor.
+        let raw = unsafe { self.raw.as_ref() };
+        // SAFETY: see above.
+        match unsafe { raw.sp_enqueue(&mut self.cur, p) } {
             Ok(()) => Ok(()),
             // SAFETY: the ring did not take `p`; it is still ours.
             Err(_) => Err(unsafe { T::from_ptr(p) }),
@@ -201,18 +240,23 @@ impl<T: RingItem> Producer<T> {
     /// Enqueues items from the front of `items` while there is room; returns
     /// how many moved (they are removed from `items`; the rest stay, in order).
     pub fn enqueue_burst(&mut self, items: &mut Vec<T>) -> u32 {
-        // SAFETY: `&mut self` on the only Producer: no concurrent enqueue.
-        unsafe { burst_into(self.shared.raw(), items) }
+        let want = u32::try_from(items.len()).unwrap_or(u32::MAX);
+        // SAFETY: `raw` is live while `shared` is.
+        let raw = unsafe { self.raw.as_ref() };
+        // SAFETY: SP ring, only producer, its cursor. The ring asks for
+        // `n <= want` items once it has room for them; `drain(..n)` yields
+        // exactly `n` non-NULL pointers, and neither it nor `into_ptr` panics.
+        unsafe { raw.sp_enqueue_burst_with(&mut self.cur, want, |n| items.drain(..n as usize).map(|t| t.into_ptr().as_ptr())) }
     }
 
     /// Items queued (a snapshot).
     pub fn count(&self) -> u32 {
-        self.shared.raw().count()
+        self.raw().count()
     }
 
     /// Slots in the ring.
     pub fn capacity(&self) -> u32 {
-        self.shared.raw().capacity()
+        self.raw().capacity()
     }
 }
 
@@ -231,8 +275,12 @@ impl<T: RingItem> MpProducer<T> {
     /// Enqueues items from the front of `items` while there is room, as one
     /// contiguous claim (they stay adjacent in the ring); returns how many.
     pub fn enqueue_burst(&self, items: &mut Vec<T>) -> u32 {
-        // SAFETY: an MP ring allows concurrent enqueues.
-        unsafe { burst_into(self.shared.raw(), items) }
+        let want = u32::try_from(items.len()).unwrap_or(u32::MAX);
+        // SAFETY: an MP ring allows concurrent enqueues. The ring asks for
+        // `n <= want` items once it has claimed room for them; `drain(..n)`
+        // yields exactly `n` non-NULL pointers, and neither it nor `into_ptr`
+        // panics.
+        unsafe { self.shared.raw().enqueue_burst_with(want, |n| items.drain(..n as usize).map(|t| t.into_ptr().as_ptr())) }
     }
 
     /// Items queued (a snapshot).
@@ -246,21 +294,42 @@ impl<T: RingItem> MpProducer<T> {
     }
 }
 
-/// # Safety
-/// The caller may enqueue on `raw` now (SP: it is the only producer).
-unsafe fn burst_into<T: RingItem>(raw: &RawRing, items: &mut Vec<T>) -> u32 {
-    let want = u32::try_from(items.len()).unwrap_or(u32::MAX);
-    // SAFETY: forwarded producer contract. The ring asks for `n <= want`
-    // items once it has claimed room for them; `drain(..n)` yields exactly
-    // `n` non-NULL pointers, and neither it nor `into_ptr` panics.
-    unsafe { raw.enqueue_burst_with(want, |n| items.drain(..n as usize).map(|t| t.into_ptr().as_ptr())) }
-}
-
 impl<T: RingItem> Consumer<T> {
+    fn new(shared: Arc<Shared<T>>) -> Self {
+        let raw = shared.raw();
+        Consumer { raw: shared.raw, cur: Cell::new(raw.consumer_cursor()), mp: raw.is_mp(), _shared: shared, _not_sync: PhantomData }
+    }
+
+    #[inline]
+    fn raw(&self) -> &RawRing {
+        // SAFETY: `raw` is live while `shared` is, and `shared` outlives `&self`.
+        unsafe { self.raw.as_ref() }
+    }
+
+    /// Dequeues up to `max` items, handing each to `sink`.
+    ///
+    /// # Safety
+    /// `sink` does not panic.
+    #[inline]
+    unsafe fn dequeue_with(&self, max: u32, sink: impl FnMut(NonNull<()>)) -> u32 {
+        let mut cur = self.cur.get();
+        // SAFETY: this is the only Consumer and it is !Sync; `cur` is its
+        // cursor and `mp` the ring's mode; forwarded `sink` contract.
+        let n = unsafe { self.raw().dequeue_with(&mut cur, self.mp, max, sink) };
+        self.cur.set(cur);
+        n
+    }
+
     /// Dequeues the oldest ready item.
+    #[inline]
     pub fn dequeue(&self) -> Option<T> {
-        // SAFETY: this is the only Consumer and it is !Sync.
-        unsafe { self.shared.raw().dequeue().map(|p| T::from_ptr(p)) }
+        let mut cur = self.cur.get();
+        // SAFETY: this is the only Consumer and it is !Sync; `cur` is its
+        // cursor and `mp` the ring's mode.
+        let p = unsafe { self.raw().dequeue_one(&mut cur, self.mp) };
+        self.cur.set(cur);
+        // SAFETY: the pointer was enqueued by `into_ptr` and is taken once.
+        p.map(|p| unsafe { T::from_ptr(p) })
     }
 
     /// Dequeues up to `max` ready items onto the end of `out`; returns how many.
@@ -268,14 +337,14 @@ impl<T: RingItem> Consumer<T> {
         let max = max.min(self.capacity());
         // Reserve first, so the pushes below cannot reallocate (and panic).
         out.reserve(max as usize);
-        // SAFETY: this is the only Consumer and it is !Sync. Each pointer was
-        // enqueued by `into_ptr` and is taken once; the sink cannot panic.
-        unsafe { self.shared.raw().dequeue_burst_with(max, |p| out.push(T::from_ptr(p))) }
+        // SAFETY: each pointer was enqueued by `into_ptr` and is taken once;
+        // the sink cannot panic (no reallocation, see above).
+        unsafe { self.dequeue_with(max, |p| out.push(T::from_ptr(p))) }
     }
 
     /// Items queued (a snapshot).
     pub fn count(&self) -> u32 {
-        self.shared.raw().count()
+        self.raw().count()
     }
 
     /// Whether no item is queued (a snapshot).
@@ -285,7 +354,7 @@ impl<T: RingItem> Consumer<T> {
 
     /// Slots in the ring.
     pub fn capacity(&self) -> u32 {
-        self.shared.raw().capacity()
+        self.raw().capacity()
     }
 }
 

@@ -14,12 +14,16 @@
 //!   slot is `slots[index & mask]`. `prod - cons` (wrapping) is the number of
 //!   claimed, unconsumed slots, at most `capacity` (≤ 2^30, so the
 //!   difference is never ambiguous).
-//! * Each side keeps a cached copy of the other side's index next to its own
-//!   (`cons_cache` with `prod`, `prod_cache` with `cons`) and reloads the
-//!   real one only when the copy says "full" (producer) or "empty"
-//!   (consumer), as rtrb does. A stale copy only under-estimates free space
-//!   or ready items, never over-estimates it, so it is always safe; it saves
-//!   pulling the other side's cache line on every operation.
+//! * Each side keeps a cached copy of the other side's index (a [`Cursor`])
+//!   and reloads the real one only when the copy says "full" (producer) or
+//!   "empty" (consumer), as rtrb does. A stale copy only under-estimates
+//!   free space or ready items, never over-estimates it, so it is always
+//!   safe; it saves pulling the other side's cache line on every operation.
+//!   The typed API keeps the cursors in its handles, so the single-producer
+//!   fast path reads no shared memory but the slot it uses; the C API, which
+//!   has no per-thread state, keeps them in the header (`cons_cache` next to
+//!   `prod`, `prod_cache` next to `cons`) and loads and stores them around
+//!   each call. Multiple producers share `cons_cache` (R4/A4 below).
 //!
 //! ## Single producer (flags 0): an index hand-off
 //!
@@ -49,6 +53,14 @@
 //! A producer preempted between loading `prod` and its CAS for exactly 2^32
 //! enqueues could succeed with a stale `cons` (ABA on a 32-bit index); DPDK
 //! accepts the same bound.
+//!
+//! A producer that loses the CAS backs off exponentially (`CLAIM_SPIN_LIMIT`)
+//! before retrying. Every enqueue costs one locked instruction, and on x86
+//! it waits for the producer's previous slot store to reach its cache; when
+//! the consumer is polling that very slot, that is one cache-line transfer
+//! per item. crossbeam's `ArrayQueue` pays the same (a CAS and a stamp
+//! store per item), so the two are at par when both producers share a CPU,
+//! and vmig is ahead when they run on different CPUs (docs/ring.md).
 //!
 //! # Memory ordering (labels pair a Release with its Acquire)
 //!
@@ -123,8 +135,6 @@ pub struct Header {
     flags: u32,
     /// Number of slots, a power of two; constant after init.
     capacity: u32,
-    /// `capacity - 1`; constant after init.
-    mask: u32,
     prod: CachePadded<ProdSide>,
     cons: CachePadded<ConsSide>,
 }
@@ -143,6 +153,50 @@ pub struct RawRing {
 
 // The slots follow the header without padding (memsize relies on it).
 const _: () = assert!(size_of::<Header>() % align_of::<AtomicPtr<()>>() == 0);
+
+/// One side's private copy of the ring indices, as rtrb keeps it in its
+/// handles: `own` is this side's index (exact: only this side moves it),
+/// `peer` a value the other side's index had (SP only; an MP consumer does
+/// not read `prod`).
+///
+/// The typed API keeps each side's cursor in its handle, so the fast path
+/// touches no shared memory but the slots and the one index it publishes.
+/// The C API has no per-thread state: its cursors live in the ring header
+/// (`prod`/`cons_cache` and `cons`/`prod_cache`) and are loaded and stored
+/// back around each call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    own: u32,
+    peer: u32,
+}
+
+/// Backoff after a producer loses the CAS on `prod` to another producer:
+/// 1, 2, 4, … `1 << CLAIM_SPIN_LIMIT` spin-loop hints. Retrying at once
+/// pulls the contended cache line back before the winner has stored its
+/// slot. The limit is crossbeam-utils' `Backoff` spin limit; with it the
+/// 2-producer benchmark (`cargo bench --bench ring -- mpsc`) moved from
+/// 25 to 31 Mitems/s (median of 7, unpinned) against a single hint per
+/// retry. Under loom one hint (a yield) per retry keeps the models small.
+#[cfg(not(loom))]
+const CLAIM_SPIN_LIMIT: u32 = 6;
+#[cfg(loom)]
+const CLAIM_SPIN_LIMIT: u32 = 0;
+
+struct ClaimBackoff(u32);
+
+impl ClaimBackoff {
+    fn new() -> Self {
+        ClaimBackoff(0)
+    }
+
+    #[inline]
+    fn spin(&mut self) {
+        for _ in 0..1u32 << self.0 {
+            crate::sync::spin_loop();
+        }
+        self.0 = (self.0 + 1).min(CLAIM_SPIN_LIMIT);
+    }
+}
 
 /// Whether an argument pair is a valid ring shape.
 pub fn check_shape(capacity: u32, flags: u32) -> Result<()> {
@@ -236,7 +290,6 @@ impl RawRing {
             magic: MAGIC,
             flags,
             capacity,
-            mask: capacity - 1,
             prod: CachePadded::new(ProdSide { prod: AtomicU32::new(start), cons_cache: AtomicU32::new(start) }),
             cons: CachePadded::new(ConsSide { cons: AtomicU32::new(start), prod_cache: AtomicU32::new(start) }),
         };
@@ -298,8 +351,11 @@ impl RawRing {
     }
 
     /// Number of slots.
+    #[inline]
     pub fn capacity(&self) -> u32 {
-        self.hdr.capacity
+        // The slice length is in the fat pointer: no load from the header.
+        // `init_at` made it `capacity` (at most 2^30, so it fits).
+        self.slots.len() as u32
     }
 
     /// Whether the ring accepts concurrent producers.
@@ -309,11 +365,65 @@ impl RawRing {
 
     #[inline]
     fn slot(&self, index: u32) -> &AtomicPtr<()> {
-        let i = (index & self.hdr.mask) as usize;
+        // `capacity` is a power of two, so `capacity - 1` is the index mask.
+        let i = (index & (self.capacity() - 1)) as usize;
         debug_assert!(i < self.slots.len());
         // SAFETY: `slots` has `capacity` elements and `index & mask < capacity`.
         unsafe { self.slots.get_unchecked(i) }
     }
+
+    // ---- Cursors: where each side keeps its private copy of the indices ----
+
+    /// The producer's cursor as the ring header stores it (the C API keeps
+    /// no per-thread state, so its cursors live in the ring).
+    #[inline]
+    pub fn producer_cursor(&self) -> Cursor {
+        let side = &self.hdr.prod;
+        // Relaxed: in SP mode only the producer writes `prod` and
+        // `cons_cache`; `peer` is only a hint (`sp_room` reloads `cons` with
+        // A3 before trusting more room than it shows).
+        Cursor { own: side.prod.load(Ordering::Relaxed), peer: side.cons_cache.load(Ordering::Relaxed) }
+    }
+
+    /// The consumer's cursor as the ring header stores it.
+    #[inline]
+    pub fn consumer_cursor(&self) -> Cursor {
+        let side = &self.hdr.cons;
+        // Relaxed: only the consumer writes `cons` and `prod_cache`; `peer`
+        // is only a hint (`sp_ready` reloads `prod` with A5 before trusting
+        // more items than it shows).
+        Cursor { own: side.cons.load(Ordering::Relaxed), peer: side.prod_cache.load(Ordering::Relaxed) }
+    }
+
+    /// The consumer's cursor with `peer` loaded from `prod` itself: exact
+    /// whatever the header's copy holds (for `Shared::drop`, after handles
+    /// that kept their cursors to themselves for any number of laps).
+    pub fn consumer_cursor_exact(&self) -> Cursor {
+        // Relaxed: only the consumer writes `cons`.
+        let own = self.hdr.cons.cons.load(Ordering::Relaxed);
+        // A5 (Acquire): pairs with R5 in `sp_publish`, as in `sp_ready`.
+        Cursor { own, peer: self.hdr.prod.prod.load(Ordering::Acquire) }
+    }
+
+    /// Stores back the `peer` of a producer cursor taken by [`RawRing::producer_cursor`].
+    #[inline]
+    fn save_producer_peer(&self, before: Cursor, after: Cursor) {
+        if after.peer != before.peer {
+            // Relaxed: producer-private in SP mode (see `producer_cursor`).
+            self.hdr.prod.cons_cache.store(after.peer, Ordering::Relaxed);
+        }
+    }
+
+    /// Stores back the `peer` of a consumer cursor taken by [`RawRing::consumer_cursor`].
+    #[inline]
+    fn save_consumer_peer(&self, before: Cursor, after: Cursor) {
+        if after.peer != before.peer {
+            // Relaxed: consumer-private (see `consumer_cursor`).
+            self.hdr.cons.prod_cache.store(after.peer, Ordering::Relaxed);
+        }
+    }
+
+    // ---- The C API's entry points: cursors in the ring ----
 
     /// Enqueues one non-NULL item; `Err(Full)` when there is no free slot.
     ///
@@ -321,26 +431,18 @@ impl RawRing {
     /// In single-producer mode, no other thread enqueues concurrently.
     #[inline]
     pub unsafe fn enqueue(&self, item: NonNull<()>) -> Result<()> {
-        // `enqueue_burst_with(1, ..)` specialised: the single-item call is
-        // the hot path of the pair-latency benchmark.
         if self.is_mp() {
-            let (head, n) = self.claim_mp(1);
-            if n == 0 {
-                return Err(Error::Full);
-            }
-            // R1 (Release), as in `enqueue_burst_with`; pairs with A1.
-            self.slot(head).store(item.as_ptr(), Ordering::Release);
+            // SAFETY: an MP ring.
+            unsafe { self.mp_enqueue(item) }
         } else {
-            let (head, n) = self.claim_sp(1);
-            if n == 0 {
-                return Err(Error::Full);
-            }
-            // Relaxed: R5 publishes it, as in `enqueue_burst_with`.
-            self.slot(head).store(item.as_ptr(), Ordering::Relaxed);
-            // R5 (Release), as in `enqueue_burst_with`; pairs with A5.
-            self.hdr.prod.prod.store(head.wrapping_add(1), Ordering::Release);
+            let before = self.producer_cursor();
+            let mut cur = before;
+            // SAFETY: forwarded single-producer contract; the cursor is the
+            // producer's own, from the ring.
+            let r = unsafe { self.sp_enqueue(&mut cur, item) };
+            self.save_producer_peer(before, cur);
+            r
         }
-        Ok(())
     }
 
     /// Enqueues as many of `items` as fit, in order; returns how many.
@@ -370,103 +472,16 @@ impl RawRing {
     where
         I: IntoIterator<Item = *mut ()>,
     {
-        let want = want.min(self.hdr.capacity);
-        if want == 0 {
-            return 0;
-        }
-        let (head, n) = if self.is_mp() { self.claim_mp(want) } else { self.claim_sp(want) };
-        if n == 0 {
-            return 0;
-        }
-        let mut stored = 0;
-        for item in items(n).into_iter().take(n as usize) {
-            debug_assert!(!item.is_null(), "NULL item");
-            let slot = self.slot(head.wrapping_add(stored));
-            if self.is_mp() {
-                // R1 (Release): publishes the item and everything written
-                // before it; pairs with A1 in `dequeue_mp`.
-                slot.store(item, Ordering::Release);
-            } else {
-                // Relaxed: R5 below publishes the SP slots.
-                slot.store(item, Ordering::Relaxed);
-            }
-            stored += 1;
-        }
-        debug_assert_eq!(stored, n, "enqueue_burst_with: iterator yielded too few items");
-        if !self.is_mp() {
-            // R5 (Release): publishes the slots stored above; pairs with A5
-            // in `dequeue_sp`.
-            self.hdr.prod.prod.store(head.wrapping_add(n), Ordering::Release);
-        }
-        n
-    }
-
-    /// SP: free room from the cached `cons`, reloaded only when short.
-    #[inline]
-    fn claim_sp(&self, want: u32) -> (u32, u32) {
-        let side = &self.hdr.prod;
-        // Relaxed: in SP mode only this thread writes `prod` and `cons_cache`.
-        let head = side.prod.load(Ordering::Relaxed);
-        let cached = side.cons_cache.load(Ordering::Relaxed);
-        let mut free = free_slots(self.hdr.capacity, head, cached).unwrap_or(0);
-        if free < want {
-            // A3 (Acquire): pairs with R3 in `dequeue_burst_with`; the consumer
-            // is done with the slots below `tail`.
-            let tail = self.hdr.cons.cons.load(Ordering::Acquire);
-            // Relaxed: producer-private in SP mode.
-            side.cons_cache.store(tail, Ordering::Relaxed);
-            // `head` is exact here and `tail` is a value `cons` had, so the
-            // pair is consistent.
-            free = free_slots(self.hdr.capacity, head, tail).unwrap_or(0);
-        }
-        (head, want.min(free))
-    }
-
-    /// MP: claims up to `want` indices by CAS on `prod`.
-    #[inline]
-    fn claim_mp(&self, want: u32) -> (u32, u32) {
-        let side = &self.hdr.prod;
-        // Relaxed: only a candidate for the CAS below, which rejects it if
-        // another producer moved `prod` meanwhile.
-        let mut head = side.prod.load(Ordering::Relaxed);
-        loop {
-            // A4 (Acquire): pairs with R4 below, run by whichever producer
-            // refreshed the copy.
-            let cached = side.cons_cache.load(Ordering::Acquire);
-            let mut free = free_slots(self.hdr.capacity, head, cached);
-            if free.map_or(true, |f| f < want) {
-                // A3 (Acquire): pairs with R3 in `dequeue_burst_with`; makes
-                // the consumer's NULL stores of slots below `tail` visible.
-                let tail = self.hdr.cons.cons.load(Ordering::Acquire);
-                if tail != cached {
-                    // R4 (Release): passes A3 on to producers that use this
-                    // copy; pairs with A4. Racing producers may store an
-                    // older value over a newer one: that only under-states
-                    // free room, and `free_slots` rejects a copy more than a
-                    // lap behind.
-                    side.cons_cache.store(tail, Ordering::Release);
-                }
-                free = free_slots(self.hdr.capacity, head, tail);
-            }
-            let n = match free {
-                // Full even by a possibly stale `head` (which can only
-                // under-state what is claimed): really full when `tail` was read.
-                Some(0) => return (head, 0),
-                Some(free) => want.min(free),
-                // Inconsistent pair: `head` is older than `tail` (another
-                // producer moved `prod`), or `tail` is more than a lap old.
-                // The CAS below refreshes `head` (a plain reload could return
-                // the same stale value again), and the next round reloads `tail`.
-                None => 0,
-            };
-            // Relaxed: the CAS only hands out distinct indices; the data
-            // hand-off is ordered by A3/A4 above and R1/A1 on the slots.
-            match side.prod.compare_exchange_weak(head, head.wrapping_add(n), Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) if n > 0 => return (head, n),
-                Ok(_) => {}
-                Err(current) => head = current,
-            }
-            crate::sync::spin_loop();
+        if self.is_mp() {
+            // SAFETY: forwarded contract.
+            unsafe { self.mp_enqueue_burst_with(want, items) }
+        } else {
+            let before = self.producer_cursor();
+            let mut cur = before;
+            // SAFETY: forwarded contract; the cursor is the producer's own.
+            let n = unsafe { self.sp_enqueue_burst_with(&mut cur, want, items) };
+            self.save_producer_peer(before, cur);
+            n
         }
     }
 
@@ -476,10 +491,12 @@ impl RawRing {
     /// Only one thread dequeues at a time (the ring is single-consumer).
     #[inline]
     pub unsafe fn dequeue(&self) -> Option<NonNull<()>> {
-        let mut out = None;
-        // SAFETY: forwarded single-consumer contract; the sink cannot panic.
-        unsafe { self.dequeue_burst_with(1, |p| out = Some(p)) };
-        out
+        let before = self.consumer_cursor();
+        let mut cur = before;
+        // SAFETY: forwarded contract; the cursor is the consumer's own.
+        let item = unsafe { self.dequeue_one(&mut cur, self.is_mp()) };
+        self.save_consumer_peer(before, cur);
+        item
     }
 
     /// Dequeues up to `out.len()` ready items, in order; returns how many.
@@ -509,43 +526,265 @@ impl RawRing {
     /// again).
     #[inline]
     pub unsafe fn dequeue_burst_with(&self, max: u32, sink: impl FnMut(NonNull<()>)) -> u32 {
-        let max = max.min(self.hdr.capacity);
+        let before = self.consumer_cursor();
+        let mut cur = before;
+        // SAFETY: forwarded contract; the cursor is the consumer's own.
+        let n = unsafe { self.dequeue_with(&mut cur, self.is_mp(), max, sink) };
+        self.save_consumer_peer(before, cur);
+        n
+    }
+
+    // ---- Single producer: the index hand-off (R5/A5, R3/A3) ----
+
+    /// Enqueues one item with the producer's cursor.
+    ///
+    /// # Safety
+    /// SP ring; the caller is its only producer and `cur` is that
+    /// producer's cursor (from [`RawRing::producer_cursor`], then only
+    /// passed to these `sp_*` functions).
+    #[inline]
+    pub unsafe fn sp_enqueue(&self, cur: &mut Cursor, item: NonNull<()>) -> Result<()> {
+        if self.sp_room(cur, 1) == 0 {
+            return Err(Error::Full);
+        }
+        // Relaxed: R5 in `sp_publish` publishes it.
+        self.slot(cur.own).store(item.as_ptr(), Ordering::Relaxed);
+        self.sp_publish(cur, 1);
+        Ok(())
+    }
+
+    /// [`RawRing::enqueue_burst_with`] with the producer's cursor.
+    ///
+    /// # Safety
+    /// As [`RawRing::sp_enqueue`], and the iterator contract of
+    /// [`RawRing::enqueue_burst_with`].
+    #[inline]
+    pub unsafe fn sp_enqueue_burst_with<I>(&self, cur: &mut Cursor, want: u32, items: impl FnOnce(u32) -> I) -> u32
+    where
+        I: IntoIterator<Item = *mut ()>,
+    {
+        let n = self.sp_room(cur, want.min(self.capacity()));
+        if n == 0 {
+            return 0;
+        }
+        let mut stored = 0;
+        for item in items(n).into_iter().take(n as usize) {
+            debug_assert!(!item.is_null(), "NULL item");
+            // Relaxed: R5 in `sp_publish` publishes the slots.
+            self.slot(cur.own.wrapping_add(stored)).store(item, Ordering::Relaxed);
+            stored += 1;
+        }
+        debug_assert_eq!(stored, n, "enqueue_burst_with: iterator yielded too few items");
+        self.sp_publish(cur, n);
+        n
+    }
+
+    /// Free room for up to `want` items, from the cached `cons`, reloaded
+    /// only when it shows too little.
+    #[inline]
+    fn sp_room(&self, cur: &mut Cursor, want: u32) -> u32 {
+        let capacity = self.capacity();
+        // A cursor from the ring header may hold a `peer` older than a lap
+        // (the typed API keeps its cursor in the handle): `free_slots`
+        // rejects it and the reload below replaces it.
+        let free = free_slots(capacity, cur.own, cur.peer).unwrap_or(0);
+        if free >= want {
+            return want;
+        }
+        // A3 (Acquire): pairs with R3 in `consumer_publish`; the consumer is
+        // done with the slots below the value loaded.
+        cur.peer = self.hdr.cons.cons.load(Ordering::Acquire);
+        // `own` is exact and `peer` a value `cons` had: a consistent pair.
+        want.min(free_slots(capacity, cur.own, cur.peer).unwrap_or(0))
+    }
+
+    #[inline]
+    fn sp_publish(&self, cur: &mut Cursor, n: u32) {
+        cur.own = cur.own.wrapping_add(n);
+        // R5 (Release): publishes the slots stored before it; pairs with A5
+        // in `sp_ready`.
+        self.hdr.prod.prod.store(cur.own, Ordering::Release);
+    }
+
+    // ---- Multiple producers: CAS claim, slot hand-off (R1/A1, R3/A3, R4/A4) ----
+
+    /// Enqueues one item on an MP ring.
+    ///
+    /// # Safety
+    /// MP ring.
+    #[inline]
+    unsafe fn mp_enqueue(&self, item: NonNull<()>) -> Result<()> {
+        let (head, n) = self.claim_mp(1);
+        if n == 0 {
+            return Err(Error::Full);
+        }
+        // R1 (Release): publishes the item and everything written before
+        // it; pairs with A1 in `mp_dequeue`.
+        self.slot(head).store(item.as_ptr(), Ordering::Release);
+        Ok(())
+    }
+
+    /// # Safety
+    /// MP ring; the iterator contract of [`RawRing::enqueue_burst_with`].
+    #[inline]
+    unsafe fn mp_enqueue_burst_with<I>(&self, want: u32, items: impl FnOnce(u32) -> I) -> u32
+    where
+        I: IntoIterator<Item = *mut ()>,
+    {
+        let want = want.min(self.capacity());
+        if want == 0 {
+            return 0;
+        }
+        let (head, n) = self.claim_mp(want);
+        if n == 0 {
+            return 0;
+        }
+        let mut stored = 0;
+        for item in items(n).into_iter().take(n as usize) {
+            debug_assert!(!item.is_null(), "NULL item");
+            // R1 (Release): as in `mp_enqueue`; pairs with A1.
+            self.slot(head.wrapping_add(stored)).store(item, Ordering::Release);
+            stored += 1;
+        }
+        debug_assert_eq!(stored, n, "enqueue_burst_with: iterator yielded too few items");
+        n
+    }
+
+    /// Claims up to `want` indices by CAS on `prod`.
+    #[inline]
+    fn claim_mp(&self, want: u32) -> (u32, u32) {
+        let capacity = self.capacity();
+        let side = &self.hdr.prod;
+        // Relaxed: only a candidate for the CAS below, which rejects it if
+        // another producer moved `prod` meanwhile.
+        let mut head = side.prod.load(Ordering::Relaxed);
+        let mut backoff = ClaimBackoff::new();
+        loop {
+            // A4 (Acquire): pairs with R4 below, run by whichever producer
+            // refreshed the copy.
+            let cached = side.cons_cache.load(Ordering::Acquire);
+            let mut free = free_slots(capacity, head, cached);
+            if free.map_or(true, |f| f < want) {
+                // A3 (Acquire): pairs with R3 in `consumer_publish`; makes
+                // the consumer's NULL stores of slots below `tail` visible.
+                let tail = self.hdr.cons.cons.load(Ordering::Acquire);
+                if tail != cached {
+                    // R4 (Release): passes A3 on to producers that use this
+                    // copy; pairs with A4. Racing producers may store an
+                    // older value over a newer one: that only under-states
+                    // free room, and `free_slots` rejects a copy more than a
+                    // lap behind.
+                    side.cons_cache.store(tail, Ordering::Release);
+                }
+                free = free_slots(capacity, head, tail);
+            }
+            let n = match free {
+                // Full even by a possibly stale `head` (which can only
+                // under-state what is claimed): really full when `tail` was read.
+                Some(0) => return (head, 0),
+                Some(free) => want.min(free),
+                // Inconsistent pair: `head` is older than `tail` (another
+                // producer moved `prod`), or `tail` is more than a lap old.
+                // The CAS below refreshes `head` (a plain reload could return
+                // the same stale value again), and the next round reloads `tail`.
+                None => 0,
+            };
+            // Relaxed: the CAS only hands out distinct indices; the data
+            // hand-off is ordered by A3/A4 above and R1/A1 on the slots.
+            match side.prod.compare_exchange_weak(head, head.wrapping_add(n), Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) if n > 0 => return (head, n),
+                Ok(_) => {}
+                Err(current) => head = current,
+            }
+            backoff.spin();
+        }
+    }
+
+    // ---- The consumer (both modes) ----
+
+    /// Dequeues up to `max` ready items with the consumer's cursor; `mp`
+    /// says which hand-off the ring uses (the typed API knows it statically).
+    ///
+    /// # Safety
+    /// The caller is the ring's only consumer, `cur` is the consumer's
+    /// cursor (from [`RawRing::consumer_cursor`], then only passed here),
+    /// `mp == self.is_mp()`, and `sink` does not panic.
+    #[inline]
+    pub unsafe fn dequeue_with(&self, cur: &mut Cursor, mp: bool, max: u32, sink: impl FnMut(NonNull<()>)) -> u32 {
+        debug_assert_eq!(mp, self.is_mp());
+        let max = max.min(self.capacity());
         if max == 0 {
             return 0;
         }
-        // Relaxed: only the consumer writes `cons`.
-        let tail = self.hdr.cons.cons.load(Ordering::Relaxed);
-        let n = if self.is_mp() { self.dequeue_mp(tail, max, sink) } else { self.dequeue_sp(tail, max, sink) };
+        let n = if mp { self.mp_dequeue(cur.own, max, sink) } else { self.sp_dequeue(cur, max, sink) };
         if n > 0 {
-            // R3 (Release): the consumer is done with the slots below
-            // `tail + n` (read them, and in MP mode NULLed them); pairs with
-            // A3 in `claim_sp`/`claim_mp`.
-            self.hdr.cons.cons.store(tail.wrapping_add(n), Ordering::Release);
+            self.consumer_publish(cur, n);
         }
         n
     }
 
+    /// [`RawRing::dequeue_with`] for one item, without the burst loop (the
+    /// single-item call is the hot path of the throughput benchmarks).
+    ///
+    /// # Safety
+    /// As [`RawRing::dequeue_with`].
     #[inline]
-    fn dequeue_sp(&self, tail: u32, max: u32, mut sink: impl FnMut(NonNull<()>)) -> u32 {
-        let side = &self.hdr.cons;
-        // Relaxed: `prod_cache` is consumer-private.
-        let cached = side.prod_cache.load(Ordering::Relaxed);
-        // `cached` is a value `prod` had after `tail` (the consumer never
-        // passes `prod`), so the difference is the items known ready.
-        let mut ready = cached.wrapping_sub(tail);
-        if ready < max {
-            // A5 (Acquire): pairs with R5 in `enqueue_burst_with`; the slots
-            // below `head` are stored and visible.
-            let head = self.hdr.prod.prod.load(Ordering::Acquire);
-            // Relaxed: consumer-private.
-            side.prod_cache.store(head, Ordering::Relaxed);
-            ready = head.wrapping_sub(tail);
+    pub unsafe fn dequeue_one(&self, cur: &mut Cursor, mp: bool) -> Option<NonNull<()>> {
+        debug_assert_eq!(mp, self.is_mp());
+        let slot = self.slot(cur.own);
+        let item = if mp {
+            // A1 (Acquire): as in `mp_dequeue`; pairs with R1.
+            let item = NonNull::new(slot.load(Ordering::Acquire))?;
+            // Relaxed: as in `mp_dequeue`; R3 publishes it.
+            slot.store(ptr::null_mut(), Ordering::Relaxed);
+            item
+        } else {
+            if self.sp_ready(cur, 1) == 0 {
+                return None;
+            }
+            // Relaxed: as in `sp_dequeue`; A5 made the store visible.
+            let item = slot.load(Ordering::Relaxed);
+            debug_assert!(!item.is_null(), "SP slot below prod is empty");
+            // SAFETY: producers store only non-NULL items.
+            unsafe { NonNull::new_unchecked(item) }
+        };
+        self.consumer_publish(cur, 1);
+        Some(item)
+    }
+
+    #[inline]
+    fn consumer_publish(&self, cur: &mut Cursor, n: u32) {
+        cur.own = cur.own.wrapping_add(n);
+        // R3 (Release): the consumer is done with the slots below `own`
+        // (read them, and in MP mode NULLed them); pairs with A3 in
+        // `sp_room`/`claim_mp`.
+        self.hdr.cons.cons.store(cur.own, Ordering::Release);
+    }
+
+    /// Items known ready from the cached `prod`, reloaded only when it
+    /// shows fewer than `want`.
+    #[inline]
+    fn sp_ready(&self, cur: &mut Cursor, want: u32) -> u32 {
+        let ready = cur.peer.wrapping_sub(cur.own);
+        // `ready > capacity`: a `peer` from the ring header older than a lap
+        // (see `sp_room`); reload it.
+        if ready >= want && ready <= self.capacity() {
+            return want;
         }
-        let n = max.min(ready);
+        // A5 (Acquire): pairs with R5 in `sp_publish`; the slots below the
+        // value loaded are stored and visible.
+        cur.peer = self.hdr.prod.prod.load(Ordering::Acquire);
+        // `peer` is now exact, and the consumer never passes `prod`.
+        want.min(cur.peer.wrapping_sub(cur.own))
+    }
+
+    #[inline]
+    fn sp_dequeue(&self, cur: &mut Cursor, max: u32, mut sink: impl FnMut(NonNull<()>)) -> u32 {
+        let n = self.sp_ready(cur, max);
         for i in 0..n {
             // Relaxed: A5 made the store visible; the producer does not
             // overwrite the slot before R3 tells it the slot is free.
-            let item = self.slot(tail.wrapping_add(i)).load(Ordering::Relaxed);
+            let item = self.slot(cur.own.wrapping_add(i)).load(Ordering::Relaxed);
             debug_assert!(!item.is_null(), "SP slot below prod is empty");
             // SAFETY: producers store only non-NULL items.
             sink(unsafe { NonNull::new_unchecked(item) });
@@ -554,15 +793,15 @@ impl RawRing {
     }
 
     #[inline]
-    fn dequeue_mp(&self, tail: u32, max: u32, mut sink: impl FnMut(NonNull<()>)) -> u32 {
+    fn mp_dequeue(&self, tail: u32, max: u32, mut sink: impl FnMut(NonNull<()>)) -> u32 {
         let mut n = 0;
         while n < max {
             let slot = self.slot(tail.wrapping_add(n));
-            // A1 (Acquire): pairs with R1 in `enqueue_burst_with`.
+            // A1 (Acquire): pairs with R1 in `mp_enqueue`/`mp_enqueue_burst_with`.
             let Some(item) = NonNull::new(slot.load(Ordering::Acquire)) else {
                 break;
             };
-            // Relaxed: R3 in `dequeue_burst_with` publishes the NULL to the
+            // Relaxed: R3 in `consumer_publish` publishes the NULL to the
             // producers before they can claim this slot again.
             slot.store(ptr::null_mut(), Ordering::Relaxed);
             sink(item);
@@ -582,7 +821,7 @@ impl RawRing {
         let tail = self.hdr.cons.cons.load(Ordering::Relaxed);
         let head = self.hdr.prod.prod.load(Ordering::Relaxed);
         let diff = head.wrapping_sub(tail) as i32;
-        (diff.max(0) as u32).min(self.hdr.capacity)
+        (diff.max(0) as u32).min(self.capacity())
     }
 }
 
@@ -782,6 +1021,37 @@ mod tests {
                 let many: Vec<*mut ()> = (1..=100).map(p).collect();
                 assert_eq!(r.enqueue_burst(&many), 4);
                 assert_eq!(r.count(), 4);
+            }
+        }
+    }
+
+    /// A ring driven through private cursors (as the typed API does) leaves
+    /// the header's copies stale by laps; the header-cursor entry points
+    /// (the C API's) must still see the true state.
+    #[test]
+    fn header_cursors_stale_by_laps_are_reloaded() {
+        for start in [0, u32::MAX - 5] {
+            let r = Owned::new(4, 0, start);
+            // SAFETY: single thread; this test is the ring's only producer and consumer.
+            unsafe {
+                let mut tx = r.producer_cursor();
+                let mut rx = r.consumer_cursor();
+                // Ten laps through private cursors; the header copies stay at `start`.
+                for v in 1..=40 {
+                    r.sp_enqueue(&mut tx, nn(v)).unwrap();
+                    assert_eq!(r.dequeue_one(&mut rx, false), Some(nn(v)));
+                }
+                for v in 41..=43 {
+                    r.sp_enqueue(&mut tx, nn(v)).unwrap();
+                }
+                // Header-cursor calls: exactly 3 queued, 1 free.
+                assert_eq!(r.count(), 3);
+                assert_eq!(r.enqueue(nn(44)), Ok(()));
+                assert_eq!(r.enqueue(nn(45)), Err(Error::Full));
+                for v in 41..=44 {
+                    assert_eq!(r.dequeue(), Some(nn(v)));
+                }
+                assert_eq!(r.dequeue(), None);
             }
         }
     }
