@@ -1,7 +1,8 @@
 //! Ring throughput and latency against the usual Rust queues, in one run.
 //!
 //! `cargo bench --bench ring` prints, for each scenario, the median of
-//! several repetitions and vmig's ratio against every baseline measured in
+//! several repetitions (the queues take turns, so drift in machine load
+//! touches all alike) and vmig's ratio against every baseline measured in
 //! the same run (the machine is shared and noisy: compare ratios, not
 //! absolute numbers). `cargo test --benches` runs it in quick mode (tiny
 //! counts, one repetition) so the bench keeps compiling and stays correct.
@@ -545,8 +546,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn measure(p: &Params, f: impl Fn(usize) -> f64) -> f64 {
-    median((0..p.reps).map(|_| f(p.items)).collect())
+/// One queue under test: its name and a run returning items per second.
+type Run<'a> = (&'static str, &'a dyn Fn(usize) -> f64);
+
+/// Runs every queue `p.reps` times, interleaved (A B C A B C ...), so a
+/// slow drift in machine load touches all of them alike; returns each
+/// queue's median, in the order given.
+fn measure(p: &Params, runs: &[Run]) -> Vec<(&'static str, f64)> {
+    let mut results = vec![Vec::new(); runs.len()];
+    for _ in 0..p.reps {
+        for (i, (_, run)) in runs.iter().enumerate() {
+            results[i].push(run(p.items));
+        }
+    }
+    runs.iter().zip(results).map(|((name, _), r)| (*name, median(r))).collect()
 }
 
 /// Prints one throughput table: vmig first, then each baseline with
@@ -601,24 +614,30 @@ fn main() {
     if want("spsc") {
         table(
             "SPSC throughput",
-            &[
-                ("vmig spsc", measure(&p, vmig_spsc)),
-                ("rtrb", measure(&p, rtrb_spsc)),
-                ("crossbeam ArrayQueue", measure(&p, |n| arrayq(1, n))),
-                ("std sync_channel", measure(&p, |n| channel(1, n))),
-                ("Mutex<VecDeque>", measure(&p, |n| mutex_deque(1, n))),
-            ],
+            &measure(
+                &p,
+                &[
+                    ("vmig spsc", &vmig_spsc),
+                    ("rtrb", &rtrb_spsc),
+                    ("crossbeam ArrayQueue", &|n| arrayq(1, n)),
+                    ("std sync_channel", &|n| channel(1, n)),
+                    ("Mutex<VecDeque>", &|n| mutex_deque(1, n)),
+                ],
+            ),
         );
     }
     if want("mpsc") {
         table(
             "MPSC throughput, 2 producers",
-            &[
-                ("vmig mpsc", measure(&p, |n| vmig_mpsc(2, n))),
-                ("crossbeam ArrayQueue", measure(&p, |n| arrayq(2, n))),
-                ("std sync_channel", measure(&p, |n| channel(2, n))),
-                ("Mutex<VecDeque>", measure(&p, |n| mutex_deque(2, n))),
-            ],
+            &measure(
+                &p,
+                &[
+                    ("vmig mpsc", &|n| vmig_mpsc(2, n)),
+                    ("crossbeam ArrayQueue", &|n| arrayq(2, n)),
+                    ("std sync_channel", &|n| channel(2, n)),
+                    ("Mutex<VecDeque>", &|n| mutex_deque(2, n)),
+                ],
+            ),
         );
     }
     if want("placement") {
@@ -626,8 +645,12 @@ fn main() {
             println!("\nplacement: skipped, fewer than 2 CPUs");
         } else {
             println!("\nPinned placements (threads -> CPUs), Mitems/s and vmig ratio");
-            let sp = |cpus: &[usize]| (pinned(cpus, || measure(&p, vmig_spsc)), pinned(cpus, || measure(&p, rtrb_spsc)));
-            let mp = |cpus: &[usize]| (pinned(cpus, || measure(&p, |n| vmig_mpsc(2, n))), pinned(cpus, || measure(&p, |n| arrayq(2, n))));
+            let pair = |cpus: &[usize], runs: &[Run]| {
+                let r = pinned(cpus, || measure(&p, runs));
+                (r[0].1, r[1].1)
+            };
+            let sp = |cpus: &[usize]| pair(cpus, &[("vmig", &vmig_spsc), ("rtrb", &rtrb_spsc)]);
+            let mp = |cpus: &[usize]| pair(cpus, &[("vmig", &|n| vmig_mpsc(2, n)), ("ArrayQueue", &|n| arrayq(2, n))]);
             let row = |name: &str, base: &str, (v, b): (f64, f64)| {
                 println!("  {:<52} vmig {:>7.1}  {:<10} {:>7.1}  {:.2}x", name, v / 1e6, base, b / 1e6, v / b);
             };
@@ -639,12 +662,15 @@ fn main() {
     if want("burst") {
         table(
             &format!("SPSC burst-of-{BURST} throughput"),
-            &[
-                ("vmig spsc burst", measure(&p, vmig_spsc_burst)),
-                ("rtrb push/pop_partial_slice", measure(&p, rtrb_spsc_burst)),
-                ("crossbeam ArrayQueue x32", measure(&p, arrayq_burst)),
-                ("vmig spsc single ops", measure(&p, vmig_spsc)),
-            ],
+            &measure(
+                &p,
+                &[
+                    ("vmig spsc burst", &vmig_spsc_burst),
+                    ("rtrb push/pop_partial_slice", &rtrb_spsc_burst),
+                    ("crossbeam ArrayQueue x32", &arrayq_burst),
+                    ("vmig spsc single ops", &vmig_spsc),
+                ],
+            ),
         );
     }
     if !want("latency") {
