@@ -22,6 +22,9 @@ use std::time::Instant;
 
 use crossbeam_queue::ArrayQueue;
 
+#[path = "support/affinity.rs"]
+mod affinity;
+
 /// Slots in every queue under test.
 const CAP: usize = 1024;
 /// Items per burst in the burst scenario.
@@ -88,24 +91,13 @@ static PLACEMENT: Mutex<Option<Vec<usize>>> = Mutex::new(None);
 
 /// Pins the calling thread to the CPU `PLACEMENT` gives `who` (a producer
 /// index, or `usize::MAX` for the consumer); no-op when unpinned.
+/// Placements name CPUs by their index in the process's affinity mask.
 fn pin(who: usize) {
     let placement = PLACEMENT.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let Some(cpus) = placement else { return };
-    let cpu = if who == usize::MAX { cpus[cpus.len() - 1] } else { cpus[who] };
-    set_affinity(&[cpu]);
-}
-
-fn set_affinity(cpus: &[usize]) {
-    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and
-    // sched_setaffinity get a valid set and its size (0 = this thread).
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        for &cpu in cpus {
-            libc::CPU_SET(cpu, &mut set);
-        }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    assert_eq!(rc, 0, "sched_setaffinity({cpus:?}): {}", std::io::Error::last_os_error());
+    let index = if who == usize::MAX { cpus[cpus.len() - 1] } else { cpus[who] };
+    let cpu = affinity::allowed_cpus()[index];
+    affinity::set_affinity(&[cpu]).unwrap_or_else(|e| panic!("sched_setaffinity(CPU {cpu}): {e}"));
 }
 
 /// Runs `measure` with the threads pinned as `cpus` says (see [`PLACEMENT`]).
@@ -135,10 +127,11 @@ where
             })
         })
         .collect();
-    let online = thread::available_parallelism().map_or(1, |n| n.get());
+    let allowed = affinity::allowed_cpus();
     pin(usize::MAX);
     consume(per * producers);
-    set_affinity(&(0..online).collect::<Vec<_>>());
+    // Back to every allowed CPU (a no-op when `pin` did nothing).
+    affinity::set_affinity(&allowed).expect("restoring the affinity mask");
     let secs = start.elapsed().as_secs_f64();
     for h in handles {
         h.join().unwrap();
@@ -641,8 +634,8 @@ fn main() {
         );
     }
     if want("placement") {
-        if thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-            println!("\nplacement: skipped, fewer than 2 CPUs");
+        if affinity::allowed_cpus().len() < 2 {
+            println!("\nplacement: skipped, fewer than 2 CPUs allowed");
         } else {
             println!("\nPinned placements (threads -> CPUs), Mitems/s and vmig ratio");
             let pair = |cpus: &[usize], runs: &[Run]| {

@@ -25,6 +25,8 @@
 
 #[path = "legacy/throttle.rs"]
 mod legacy;
+#[path = "support/affinity.rs"]
+mod affinity;
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -112,7 +114,7 @@ fn segment(scheme: Scheme, n: usize, pct: u32, secs: f64) -> Segment {
                 (stop.clone(), bytes.clone(), slept.clone(), start.clone(), vmig.clone(), legacy.clone());
             thread::spawn(move || {
                 if pinned() {
-                    pin_to(v % online_cpus());
+                    pin_vcpu(v);
                 }
                 start.wait();
                 match scheme {
@@ -165,19 +167,15 @@ fn pinned() -> bool {
     std::env::var("VMIG_THROTTLE_PIN").map_or(true, |v| v != "0")
 }
 
-fn online_cpus() -> usize {
-    thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and
-    // sched_setaffinity get a valid set and its size (0 = this thread).
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    assert_eq!(rc, 0, "sched_setaffinity(CPU {cpu}): {}", std::io::Error::last_os_error());
+/// Pins the calling vCPU thread: vCPU `v` on the `v mod n`-th of the `n`
+/// CPUs this process may use.
+fn pin_vcpu(v: usize) {
+    let cpus = affinity::allowed_cpus();
+    if cpus.is_empty() {
+        return;
+    }
+    let cpu = cpus[v % cpus.len()];
+    affinity::set_affinity(&[cpu]).unwrap_or_else(|e| panic!("sched_setaffinity(CPU {cpu}): {e}"));
 }
 
 /// Seconds for `pct`: a whole number of throttle cycles, at least `min`.
