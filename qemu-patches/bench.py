@@ -16,6 +16,8 @@ of that memory is dirtied continuously.  For each binary, in one run:
              at 20, 50, 80 and 99%, against its unthrottled share.
 
 Usage: bench.py STOCK_BINARY PATCHED_BINARY TREE  (TREE: patched source)
+Environment: BENCH_ROUNDS (3), BENCH_ONLY (compress,ring-full,throttle:
+the sections to run).
 """
 import json
 import os
@@ -31,6 +33,9 @@ CALC_SECS = 10          # dirty logging window for the ring-full count
 THROTTLE_SECS = 4       # CPU-share sampling window per throttle level
 THROTTLE_PCTS = (20, 50, 80, 99)
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+# BENCH_ONLY=throttle (or compress, ring-full; comma-separated): run only those.
+SECTIONS = ("compress", "ring-full", "throttle")
+ONLY = [x for x in os.environ.get("BENCH_ONLY", ",".join(SECTIONS)).split(",") if x]
 
 
 class QMP:
@@ -205,24 +210,33 @@ def throttle_run(binary, tmp, pct):
 
 def main():
     stock, patched, tree = sys.argv[1:4]
+    unknown = [x for x in ONLY if x not in SECTIONS]
+    if unknown:
+        sys.exit(f"BENCH_ONLY: unknown section(s) {unknown}; known: {', '.join(SECTIONS)}")
     tmp = tempfile.mkdtemp(prefix="vmig-qemu-bench-")
     try:
         bootsect(tree, f"{tmp}/bootsect")
         rows = {}
         for label, binary in (("stock", stock), ("patched", patched)):
-            rows[label] = {"comp": [], "ring": []}
+            rows[label] = {"comp": [], "ring": [], "thr": []}
         for r in range(ROUNDS):          # interleaved: same load for both
             for label, binary in (("stock", stock), ("patched", patched)):
-                rows[label]["comp"].append(compress_run(binary, tmp))
-                rows[label]["ring"].append(ringfull_run(binary, tmp))
-                rows[label].setdefault("thr", []).append(
-                    [throttle_run(binary, tmp, pct) for pct in THROTTLE_PCTS])
+                if "compress" in ONLY:
+                    rows[label]["comp"].append(compress_run(binary, tmp))
+                if "ring-full" in ONLY:
+                    rows[label]["ring"].append(ringfull_run(binary, tmp))
+                if "throttle" in ONLY:
+                    rows[label]["thr"].append(
+                        [throttle_run(binary, tmp, pct) for pct in THROTTLE_PCTS])
         load = open("/proc/loadavg").read().split()[0]
-        print(f"qemu-bench: {ROUNDS} interleaved rounds, load {load} at the end")
-        print(f"{'binary':8} | {'compressed migration':>22} | {'compressed pages':>16} | "
-              f"{'pages/s':>9} | {'busy':>6} | {'ring-full exits':>15} | {'reaps':>6} | dirty MB/s")
+        print(f"qemu-bench: {ROUNDS} interleaved rounds of {', '.join(ONLY)}, load {load} at the end")
         med = lambda v: sorted(v)[len(v) // 2]
+        if "compress" in ONLY and "ring-full" in ONLY:
+            print(f"{'binary':8} | {'compressed migration':>22} | {'compressed pages':>16} | "
+                  f"{'pages/s':>9} | {'busy':>6} | {'ring-full exits':>15} | {'reaps':>6} | dirty MB/s")
         for label in ("stock", "patched"):
+            if not ("compress" in ONLY and "ring-full" in ONLY):
+                break
             c, g = rows[label]["comp"], rows[label]["ring"]
             ms = med([x[0] for x in c])
             pages = med([x[1] for x in c])
@@ -233,6 +247,9 @@ def main():
             rate = med([x[2] for x in g])
             print(f"{label:8} | {ms:>19} ms | {pages:>16} | {pps:>9.0f} | {busy:>6} | "
                   f"{full:>15} | {reaps:>6} | {rate}")
+        if "throttle" not in ONLY:
+            print("raw:", json.dumps(rows))
+            return
         print()
         print("measured throttle (100 * (1 - vCPU CPU share / unthrottled share)), target:")
         print(f"{'binary':8} | " + " | ".join(f"{p:>6}%" for p in THROTTLE_PCTS))
