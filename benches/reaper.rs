@@ -264,7 +264,7 @@ fn main() {
     let secs = if smoke { 0.1 } else { env("VMIG_REAPER_SECS", 3.0) };
     let p = Params { vcpus: env("VMIG_REAPER_VCPUS", 2), secs, ring: DirtyRingConfig::kvm(ring_size) };
     let only: Option<String> = std::env::var("VMIG_REAPER_PROFILE").ok();
-    let profiles: Vec<Profile> = Profile::ALL.into_iter().filter(|pr| only.as_deref().map_or(true, |o| o == pr.name())).collect();
+    let profiles: Vec<Profile> = Profile::ALL.into_iter().filter(|pr| only.as_deref().is_none_or(|o| o == pr.name())).collect();
     println!(
         "reaper bench: {} vCPUs, ring {} (soft limit {}), {} s per run, load {}",
         p.vcpus, p.ring.capacity, p.ring.soft_limit, p.secs, loadavg()

@@ -30,12 +30,15 @@ struct Payload {
 fn payload(producer: usize, seq: usize) -> Box<Payload> {
     let p = Box::new(Payload { producer, seq, data: UnsafeCell::new(0) });
     // A plain (non-atomic) write before enqueue: must be visible after dequeue.
+    // SAFETY: `p` is not shared yet; loom checks the access.
     p.data.with_mut(|d| unsafe { *d = 1000 * producer + seq });
     p
 }
 
 /// Checks one dequeued item against what each producer sent so far.
-fn check(next: &mut [usize], p: Box<Payload>) {
+fn check(next: &mut [usize], p: &Payload) {
+    // SAFETY: the consumer owns `p` now; loom reports a race if the
+    // producer's write is not ordered before this read.
     let seen = p.data.with(|d| unsafe { *d });
     assert_eq!(seen, 1000 * p.producer + p.seq, "payload written before enqueue not visible");
     assert_eq!(p.seq, next[p.producer], "lost, duplicated or reordered item");
@@ -60,7 +63,7 @@ fn spsc_wraps_and_hands_off_payloads() {
         let mut next = [0];
         while next[0] < ITEMS {
             match rx.dequeue() {
-                Some(p) => check(&mut next, p),
+                Some(p) => check(&mut next, &p),
                 None => thread::yield_now(),
             }
         }
@@ -90,7 +93,7 @@ fn spsc_bursts_wrap_and_hand_off_payloads() {
                 thread::yield_now();
             }
             for p in out.drain(..) {
-                check(&mut next, p);
+                check(&mut next, &p);
             }
         }
         producer.join().unwrap();
@@ -122,7 +125,7 @@ fn mpsc_two_producers_wrap_and_hand_off_payloads() {
         let mut next = [0, 0];
         while next.iter().sum::<usize>() < PER.iter().sum() {
             match rx.dequeue() {
-                Some(p) => check(&mut next, p),
+                Some(p) => check(&mut next, &p),
                 None => thread::yield_now(),
             }
         }
@@ -161,7 +164,7 @@ fn mpsc_burst_stays_contiguous() {
             match rx.dequeue() {
                 Some(p) => {
                     order.push(p.producer);
-                    check(&mut next, p);
+                    check(&mut next, &p);
                 }
                 None => thread::yield_now(),
             }

@@ -62,7 +62,7 @@ fn same_key_results_in_submission_order() {
             let expect = u64::from_le_bytes(bufs[r.opaque()][..8].try_into().unwrap());
             assert_eq!(s, expect);
             let prev = last.insert(r.key(), s);
-            assert!(prev.map_or(true, |p| p < s), "key {} went back from {prev:?} to {s}", r.key());
+            assert!(prev.is_none_or(|p| p < s), "key {} went back from {prev:?} to {s}", r.key());
             free.push(r.opaque());
             pool.release(r);
             got += 1;

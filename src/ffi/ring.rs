@@ -262,5 +262,5 @@ pub unsafe extern "C" fn vmig_ring_empty(ring: *const vmig_ring) -> bool {
 #[no_mangle]
 pub unsafe extern "C" fn vmig_ring_full(ring: *const vmig_ring) -> bool {
     // SAFETY: per this function's contract.
-    catch_or(false, || unsafe { ring_ref(ring) }.map_or(false, |r| r.count() == r.capacity()))
+    catch_or(false, || unsafe { ring_ref(ring) }.is_ok_and(|r| r.count() == r.capacity()))
 }

@@ -490,7 +490,7 @@ mod tests {
                 }
                 assert_eq!(r.job.1, 1);
                 let prev = last.insert(r.key, r.job.0);
-                assert!(prev.map_or(true, |p| p < r.job.0), "key {} out of order", r.key);
+                assert!(prev.is_none_or(|p| p < r.job.0), "key {} out of order", r.key);
             }
         }
         assert_eq!(e.in_flight(), 0);

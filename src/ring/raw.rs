@@ -177,10 +177,7 @@ pub struct Cursor {
 /// 2-producer benchmark (`cargo bench --bench ring -- mpsc`) moved from
 /// 25 to 31 Mitems/s (median of 7, unpinned) against a single hint per
 /// retry. Under loom one hint (a yield) per retry keeps the models small.
-#[cfg(not(loom))]
-const CLAIM_SPIN_LIMIT: u32 = 6;
-#[cfg(loom)]
-const CLAIM_SPIN_LIMIT: u32 = 0;
+const CLAIM_SPIN_LIMIT: u32 = if cfg!(loom) { 0 } else { 6 };
 
 struct ClaimBackoff(u32);
 
@@ -190,6 +187,8 @@ impl ClaimBackoff {
     }
 
     #[inline]
+    // Under loom the limit is 0 and the `min` a no-op, on purpose.
+    #[cfg_attr(loom, allow(clippy::unnecessary_min_or_max))]
     fn spin(&mut self) {
         for _ in 0..1u32 << self.0 {
             crate::sync::spin_loop();
@@ -664,7 +663,7 @@ impl RawRing {
             // refreshed the copy.
             let cached = side.cons_cache.load(Ordering::Acquire);
             let mut free = free_slots(capacity, head, cached);
-            if free.map_or(true, |f| f < want) {
+            if free.is_none_or(|f| f < want) {
                 // A3 (Acquire): pairs with R3 in `consumer_publish`; makes
                 // the consumer's NULL stores of slots below `tail` visible.
                 let tail = self.hdr.cons.cons.load(Ordering::Acquire);
