@@ -79,8 +79,9 @@ impl Order {
     }
 }
 
-/// CPU placement for the next runs: entry `p` is producer `p`'s CPU, the
-/// last entry the consumer's. `None`: the scheduler places the threads.
+/// CPU placement for the next runs, as CPU numbers: entry `p` is producer
+/// `p`'s CPU, the last entry the consumer's. `None`: the scheduler places
+/// the threads.
 ///
 /// With 2 producers and a consumer on a 2-CPU machine, two threads share a
 /// CPU, and which two decides the result more than the queue does (two
@@ -89,20 +90,16 @@ impl Order {
 /// measures each placement on its own.
 static PLACEMENT: Mutex<Option<Vec<usize>>> = Mutex::new(None);
 
-/// Pins the calling thread to the CPU `PLACEMENT` gives `who` (a producer
-/// index, or `usize::MAX` for the consumer); no-op when unpinned.
-/// Placements name CPUs by their index in the process's affinity mask.
-fn pin(who: usize) {
-    let placement = PLACEMENT.lock().unwrap_or_else(PoisonError::into_inner).clone();
-    let Some(cpus) = placement else { return };
-    let index = if who == usize::MAX { cpus[cpus.len() - 1] } else { cpus[who] };
-    let cpu = affinity::allowed_cpus()[index];
+fn pin_to(cpu: usize) {
     affinity::set_affinity(&[cpu]).unwrap_or_else(|e| panic!("sched_setaffinity(CPU {cpu}): {e}"));
 }
 
-/// Runs `measure` with the threads pinned as `cpus` says (see [`PLACEMENT`]).
+/// Runs `measure` with the threads pinned as `cpus` says (see
+/// [`PLACEMENT`]); `cpus` names CPUs by their index in the process's
+/// affinity mask.
 fn pinned<R>(cpus: &[usize], measure: impl FnOnce() -> R) -> R {
-    *PLACEMENT.lock().unwrap() = Some(cpus.to_vec());
+    let allowed = affinity::allowed_cpus();
+    *PLACEMENT.lock().unwrap() = Some(cpus.iter().map(|&i| allowed[i]).collect());
     let r = measure();
     *PLACEMENT.lock().unwrap() = None;
     r
@@ -110,6 +107,7 @@ fn pinned<R>(cpus: &[usize], measure: impl FnOnce() -> R) -> R {
 
 /// Runs `producers` threads calling `produce(p, items_of_p)` and the
 /// consumer `consume(total)` on this thread; returns items per second.
+/// Pinning the consumer and restoring its mask stay outside the timing.
 fn run_threads<P, C>(producers: usize, items: usize, produce: P, consume: C) -> f64
 where
     P: Fn(usize, usize) + Send + Sync + 'static,
@@ -117,24 +115,32 @@ where
 {
     let per = items / producers;
     let produce = Arc::new(produce);
+    let placement = PLACEMENT.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let restore = placement.as_ref().map(|cpus| {
+        let allowed = affinity::allowed_cpus();
+        pin_to(cpus[cpus.len() - 1]);
+        allowed
+    });
     let start = Instant::now();
     let handles: Vec<_> = (0..producers)
         .map(|p| {
             let produce = produce.clone();
+            let cpu = placement.as_ref().map(|cpus| cpus[p]);
             thread::spawn(move || {
-                pin(p);
+                if let Some(cpu) = cpu {
+                    pin_to(cpu);
+                }
                 produce(p, per)
             })
         })
         .collect();
-    let allowed = affinity::allowed_cpus();
-    pin(usize::MAX);
     consume(per * producers);
-    // Back to every allowed CPU (a no-op when `pin` did nothing).
-    affinity::set_affinity(&allowed).expect("restoring the affinity mask");
     let secs = start.elapsed().as_secs_f64();
     for h in handles {
         h.join().unwrap();
+    }
+    if let Some(allowed) = restore {
+        affinity::set_affinity(&allowed).expect("restoring the affinity mask");
     }
     (per * producers) as f64 / secs
 }
