@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::hint::black_box;
 use std::num::NonZeroUsize;
-use std::sync::mpsc::{sync_channel, TryRecvError};
+use std::sync::mpsc::{sync_channel, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Instant;
@@ -149,6 +149,34 @@ fn item(p: usize, k: usize, producers: usize) -> usize {
     p + 1 + k * producers
 }
 
+/// Producer `p` of `producers` sends its `n` items one at a time;
+/// `try_send` says whether the queue took the item (full: wait, retry).
+fn send_each(p: usize, n: usize, producers: usize, mut try_send: impl FnMut(usize) -> bool) {
+    for k in 0..n {
+        let v = item(p, k, producers);
+        let mut b = Backoff::new();
+        while !try_send(v) {
+            b.wait();
+        }
+    }
+}
+
+/// The consumer takes `total` items one at a time, checking each
+/// producer's order; `try_receive` gives `None` when the queue is empty.
+fn receive_each(total: usize, producers: usize, mut try_receive: impl FnMut() -> Option<usize>) {
+    let mut order = Order::new(producers);
+    let mut b = Backoff::new();
+    for _ in 0..total {
+        loop {
+            if let Some(v) = try_receive() {
+                order.see(v);
+                break;
+            }
+            b.wait();
+        }
+    }
+}
+
 fn vmig_spsc(items: usize) -> f64 {
     let (tx, rx) = vmig::ring::spsc::<NonZeroUsize>(CAP as u32).unwrap();
     let tx = Mutex::new(Some(tx));
@@ -157,28 +185,9 @@ fn vmig_spsc(items: usize) -> f64 {
         items,
         move |_, n| {
             let mut tx = tx.lock().unwrap().take().unwrap();
-            for k in 0..n {
-                let mut v = nz(item(0, k, 1));
-                let mut b = Backoff::new();
-                while let Err(back) = tx.enqueue(v) {
-                    v = back;
-                    b.wait();
-                }
-            }
+            send_each(0, n, 1, |v| tx.enqueue(nz(v)).is_ok());
         },
-        |total| {
-            let mut order = Order::new(1);
-            let mut b = Backoff::new();
-            for _ in 0..total {
-                loop {
-                    if let Some(v) = rx.dequeue() {
-                        order.see(v.get());
-                        break;
-                    }
-                    b.wait();
-                }
-            }
-        },
+        |total| receive_each(total, 1, || rx.dequeue().map(NonZeroUsize::get)),
     )
 }
 
@@ -187,28 +196,8 @@ fn vmig_mpsc(producers: usize, items: usize) -> f64 {
     run_threads(
         producers,
         items,
-        move |p, n| {
-            for k in 0..n {
-                let v = nz(item(p, k, producers));
-                let mut b = Backoff::new();
-                while tx.enqueue(v).is_err() {
-                    b.wait();
-                }
-            }
-        },
-        |total| {
-            let mut order = Order::new(producers);
-            let mut b = Backoff::new();
-            for _ in 0..total {
-                loop {
-                    if let Some(v) = rx.dequeue() {
-                        order.see(v.get());
-                        break;
-                    }
-                    b.wait();
-                }
-            }
-        },
+        move |p, n| send_each(p, n, producers, |v| tx.enqueue(nz(v)).is_ok()),
+        |total| receive_each(total, producers, || rx.dequeue().map(NonZeroUsize::get)),
     )
 }
 
@@ -259,27 +248,9 @@ fn rtrb_spsc(items: usize) -> f64 {
         items,
         move |_, n| {
             let mut tx = tx.lock().unwrap().take().unwrap();
-            for k in 0..n {
-                let v = item(0, k, 1);
-                let mut b = Backoff::new();
-                while tx.push(v).is_err() {
-                    b.wait();
-                }
-            }
+            send_each(0, n, 1, |v| tx.push(v).is_ok());
         },
-        |total| {
-            let mut order = Order::new(1);
-            let mut b = Backoff::new();
-            for _ in 0..total {
-                loop {
-                    if let Ok(v) = rx.pop() {
-                        order.see(v);
-                        break;
-                    }
-                    b.wait();
-                }
-            }
-        },
+        |total| receive_each(total, 1, || rx.pop().ok()),
     )
 }
 
@@ -335,28 +306,8 @@ fn arrayq(producers: usize, items: usize) -> f64 {
     run_threads(
         producers,
         items,
-        move |p, n| {
-            for k in 0..n {
-                let v = item(p, k, producers);
-                let mut b = Backoff::new();
-                while qp.push(v).is_err() {
-                    b.wait();
-                }
-            }
-        },
-        |total| {
-            let mut order = Order::new(producers);
-            let mut b = Backoff::new();
-            for _ in 0..total {
-                loop {
-                    if let Some(v) = q.pop() {
-                        order.see(v);
-                        break;
-                    }
-                    b.wait();
-                }
-            }
-        },
+        move |p, n| send_each(p, n, producers, |v| qp.push(v).is_ok()),
+        |total| receive_each(total, producers, || q.pop()),
     )
 }
 
@@ -415,36 +366,18 @@ fn channel(producers: usize, items: usize) -> f64 {
         items,
         move |p, n| {
             let tx = tx.lock().unwrap().clone();
-            for k in 0..n {
-                let mut v = item(p, k, producers);
-                let mut b = Backoff::new();
-                loop {
-                    match tx.try_send(v) {
-                        Ok(()) => break,
-                        Err(std::sync::mpsc::TrySendError::Full(back)) => {
-                            v = back;
-                            b.wait();
-                        }
-                        Err(e) => panic!("{e}"),
-                    }
-                }
-            }
+            send_each(p, n, producers, |v| match tx.try_send(v) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => false,
+                Err(e) => panic!("{e}"),
+            });
         },
         |total| {
-            let mut order = Order::new(producers);
-            let mut b = Backoff::new();
-            for _ in 0..total {
-                loop {
-                    match rx.try_recv() {
-                        Ok(v) => {
-                            order.see(v);
-                            break;
-                        }
-                        Err(TryRecvError::Empty) => b.wait(),
-                        Err(e) => panic!("{e}"),
-                    }
-                }
-            }
+            receive_each(total, producers, || match rx.try_recv() {
+                Ok(v) => Some(v),
+                Err(TryRecvError::Empty) => None,
+                Err(e) => panic!("{e}"),
+            })
         },
     )
 }
@@ -456,35 +389,16 @@ fn mutex_deque(producers: usize, items: usize) -> f64 {
         producers,
         items,
         move |p, n| {
-            for k in 0..n {
-                let v = item(p, k, producers);
-                let mut b = Backoff::new();
-                loop {
-                    {
-                        let mut g = qp.lock().unwrap();
-                        if g.len() < CAP {
-                            g.push_back(v);
-                            break;
-                        }
-                    }
-                    b.wait();
+            send_each(p, n, producers, |v| {
+                let mut g = qp.lock().unwrap();
+                let room = g.len() < CAP;
+                if room {
+                    g.push_back(v);
                 }
-            }
+                room
+            })
         },
-        |total| {
-            let mut order = Order::new(producers);
-            let mut b = Backoff::new();
-            for _ in 0..total {
-                loop {
-                    let v = q.lock().unwrap().pop_front();
-                    if let Some(v) = v {
-                        order.see(v);
-                        break;
-                    }
-                    b.wait();
-                }
-            }
-        },
+        |total| receive_each(total, producers, || q.lock().unwrap().pop_front()),
     )
 }
 
