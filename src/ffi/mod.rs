@@ -19,6 +19,7 @@ pub mod comp;
 pub mod decomp;
 pub mod reaper;
 pub mod ring;
+mod ring_cursor;
 pub mod throttle;
 pub mod version;
 

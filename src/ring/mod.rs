@@ -16,7 +16,7 @@
 //! assert!(rx.dequeue().is_none());
 //! ```
 
-pub mod raw;
+pub(crate) mod raw;
 
 use std::cell::Cell;
 use std::marker::PhantomData;
@@ -265,7 +265,7 @@ impl<T: RingItem> MpProducer<T> {
     pub fn enqueue(&self, item: T) -> std::result::Result<(), T> {
         let p = item.into_ptr();
         // SAFETY: an MP ring allows concurrent enqueues.
-        match unsafe { self.shared.raw().enqueue(p) } {
+        match unsafe { self.shared.raw().mp_enqueue(p) } {
             Ok(()) => Ok(()),
             // SAFETY: the ring did not take `p`; it is still ours.
             Err(_) => Err(unsafe { T::from_ptr(p) }),
@@ -280,7 +280,7 @@ impl<T: RingItem> MpProducer<T> {
         // `n <= want` items once it has claimed room for them; `drain(..n)`
         // yields exactly `n` non-NULL pointers, and neither it nor `into_ptr`
         // panics.
-        unsafe { self.shared.raw().enqueue_burst_with(want, |n| items.drain(..n as usize).map(|t| t.into_ptr().as_ptr())) }
+        unsafe { self.shared.raw().mp_enqueue_burst_with(want, |n| items.drain(..n as usize).map(|t| t.into_ptr().as_ptr())) }
     }
 
     /// Items queued (a snapshot).
