@@ -177,7 +177,8 @@ impl VcpuAccount {
         self.due_ns(s).unwrap_or(u64::MAX)
     }
 
-    /// Sleep still owed (> 0) or overslept (< 0), ns.
+    /// Sleep still owed (> 0) or overslept (< 0), ns (for the unit tests).
+    #[cfg(test)]
     pub fn debt_ns(&self) -> i128 {
         self.debt
     }

@@ -26,8 +26,8 @@
 //! not share lines; calls for one vCPU are serialised by its own mutex
 //! (normally uncontended: only that vCPU's thread or timer uses it).
 
-pub mod account;
-pub mod park;
+pub(crate) mod account;
+pub(crate) mod park;
 
 use std::time::{Duration, Instant};
 
