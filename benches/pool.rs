@@ -15,14 +15,12 @@
 //! /usr/lib), 35% text (/usr/include, /usr/share/doc), 15% zero pages, 10%
 //! random bytes.
 
-#[path = "legacy/compress.rs"]
-mod legacy;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use flate2::{Compress, Compression, FlushCompress};
 use vmig::pool::{CompConfig, CompPool};
+use vmig_legacy::{CompressEngine, LegacyComp, SplitMix64};
 
 const PAGE: usize = 4096;
 
@@ -34,16 +32,6 @@ fn env_list(name: &str, default: &[u32]) -> Vec<u32> {
     match std::env::var(name) {
         Ok(v) if !v.is_empty() => v.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
         _ => default.to_vec(),
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 
@@ -108,11 +96,15 @@ fn corpus(n: usize) -> (Vec<Vec<u8>>, String) {
     let text = pages_from(&text_files, n_text, &mut pages);
     let zero = n_zero;
     pages.extend((0..zero).map(|_| vec![0u8; PAGE]));
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut rng = SplitMix64::new(0x2545_f491_4f6c_dd1d, 0);
     let random = n - pages.len();
-    pages.extend((0..random).map(|_| (0..PAGE).map(|_| rng.next() as u8).collect()));
+    pages.extend((0..random).map(|_| {
+        let mut p = vec![0u8; PAGE];
+        rng.fill(&mut p);
+        p
+    }));
     for i in (1..pages.len()).rev() {
-        pages.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+        pages.swap(i, rng.below_usize(i + 1));
     }
     let desc = format!(
         "{} pages: {code} code (ELF from {} files), {text} text (from {} files), {zero} zero, {random} random",
@@ -184,15 +176,6 @@ struct Row {
     ratio: f64,
 }
 
-fn spread(per: &[u64]) -> f64 {
-    let total: u64 = per.iter().sum();
-    if per.is_empty() || total == 0 {
-        return 0.0;
-    }
-    let mean = total as f64 / per.len() as f64;
-    per.iter().map(|&p| (p as f64 - mean).abs() / mean).fold(0.0, f64::max)
-}
-
 fn run_raw(pages: &[Vec<u8>], passes: usize, level: u32) -> Row {
     let mut z = Compress::new(Compression::new(level), true);
     let mut stored = Compress::new(Compression::new(0), true);
@@ -219,17 +202,28 @@ fn run_raw(pages: &[Vec<u8>], passes: usize, level: u32) -> Row {
     Row { name: "raw 1-thread zlib".into(), s, spread: 0.0, wakeups: 0.0, ratio: bytes_out as f64 / bytes_in as f64 }
 }
 
-fn run_vmig(pages: &[Vec<u8>], passes: usize, level: i32, threads: u32, depth: u32) -> Row {
-    let mut pool = CompPool::new(&CompConfig { threads, level, page_size: PAGE as u32, ring_depth: depth }).unwrap();
+/// The key of page `i`, as QEMU passes it: `block->offset + offset`, page
+/// aligned (one RAM block at offset 0), so the pool's key hash sees the low
+/// 12 bits zero as it does in QEMU.
+fn qemu_key(i: usize) -> u64 {
+    (i * PAGE) as u64
+}
+
+/// Drives one engine the way QEMU's migration thread drives its
+/// compression threads (`compress-wait-thread=on`): submit each page,
+/// waiting when every worker is busy, collect what is ready after each
+/// submission, flush at the end. vmig's pool refuses a submission only
+/// while `max_pending` results are uncollected: collecting one frees it.
+fn run_engine<E: CompressEngine>(name: String, mut pool: E, pages: &[Vec<u8>], passes: usize) -> Row {
     let total = (pages.len() * passes) as u64;
     let mut got = 0u64;
     let probe = Probe::start();
     for _ in 0..passes {
         for (i, p) in pages.iter().enumerate() {
-            // SAFETY: `pages` outlives the pool.
-            while unsafe { pool.submit(p.as_ptr(), i as u64, i, true) }.is_err() {
-                // Only when max_pending results are uncollected.
-                let r = pool.wait_result().unwrap();
+            // SAFETY: `pages` outlives the engine.
+            while let Err(e) = unsafe { pool.submit(p.as_ptr(), qemu_key(i), i, true) } {
+                assert_eq!(e, vmig::Error::Busy, "{name}: submit failed");
+                let r = pool.wait_result().expect("refused with nothing in flight");
                 got += 1;
                 pool.release(r);
             }
@@ -247,39 +241,18 @@ fn run_vmig(pages: &[Vec<u8>], passes: usize, level: i32, threads: u32, depth: u
     let s = probe.stop(total);
     assert_eq!(got, total);
     let st = pool.stats();
-    Row {
-        name: if depth == 0 { format!("vmig pool {threads}w") } else { format!("vmig pool {threads}w depth {depth}") },
-        s,
-        spread: spread(&st.pages_per_worker),
-        wakeups: st.wakeups as f64 / total as f64,
-        ratio: st.ratio(),
-    }
+    Row { name, s, spread: st.worker_spread(), wakeups: st.wakeups as f64 / total as f64, ratio: st.ratio() }
+}
+
+fn run_vmig(pages: &[Vec<u8>], passes: usize, level: i32, threads: u32, depth: u32) -> Row {
+    let pool = CompPool::new(&CompConfig { threads, level, page_size: PAGE as u32, ring_depth: depth }).unwrap();
+    let name = if depth == 0 { format!("vmig pool {threads}w") } else { format!("vmig pool {threads}w depth {depth}") };
+    run_engine(name, pool, pages, passes)
 }
 
 fn run_legacy(pages: &[Vec<u8>], passes: usize, level: i32, threads: u32) -> Row {
-    let mut pool = legacy::LegacyComp::new(threads, level, PAGE as u32).unwrap();
-    let total = (pages.len() * passes) as u64;
-    let mut got = 0u64;
-    let probe = Probe::start();
-    for _ in 0..passes {
-        for (i, p) in pages.iter().enumerate() {
-            // SAFETY: `pages` outlives the pool. compress-wait-thread=on.
-            unsafe { pool.submit(p.as_ptr(), i as u64, i, true) }.unwrap();
-            while let Some(r) = pool.poll() {
-                got += 1;
-                pool.release(r);
-            }
-        }
-    }
-    pool.flush().unwrap();
-    while let Some(r) = pool.poll() {
-        got += 1;
-        pool.release(r);
-    }
-    let s = probe.stop(total);
-    assert_eq!(got, total);
-    let st = pool.stats();
-    Row { name: format!("legacy QEMU 7.2 {threads}w"), s, spread: st.worker_spread(), wakeups: st.wakeups as f64 / total as f64, ratio: st.ratio() }
+    let pool = LegacyComp::new(threads, level, PAGE as u32).unwrap();
+    run_engine(format!("legacy QEMU 7.2 {threads}w"), pool, pages, passes)
 }
 
 fn print_row(r: &Row, raw: f64, legacy: Option<&Row>) {

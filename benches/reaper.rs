@@ -2,7 +2,7 @@
 //!
 //! `cargo bench --bench reaper` (about a minute). N vCPU threads each push
 //! dirty page numbers into their own simulated KVM dirty ring
-//! (`support/kvm_dirty_ring.rs`: soft limit = ring - 64 entries, a vCPU that
+//! (`vmig_legacy::kvm_dirty_ring`: soft limit = ring - 64 entries, a vCPU that
 //! reaches it exits, kicks the reaper and stalls until reaped), paced to a
 //! rate profile. One reaper thread per run sleeps with `vmig::reaper`,
 //! harvests every ring and reports the reap. Printed per policy x profile:
@@ -19,17 +19,14 @@
 //! VMIG_REAPER_RING (4096), VMIG_REAPER_PROFILE (run one profile),
 //! VMIG_REAPER_SWEEP=1 (PREDICTIVE tunable sweep instead of the matrix).
 
-#[path = "support/kvm_dirty_ring.rs"]
-mod kvm_dirty_ring;
-
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kvm_dirty_ring::{dirty_ring, DirtyRingConfig, PushOutcome, StatsHandle};
 use vmig::reaper::{Policy, Reaper, ReaperConfig};
+use vmig_legacy::kvm_dirty_ring::{self, dirty_ring, DirtyRingConfig, PushOutcome, StatsHandle};
 
 /// An idle Linux guest's housekeeping: tens of pages per second per vCPU.
 const IDLE_RATE: f64 = 20.0;

@@ -1,5 +1,5 @@
 //! Throttle accuracy: target versus actual, per-vCPU (vmig) against QEMU's
-//! VM-wide timer (replica in `legacy/throttle.rs`).
+//! VM-wide timer (replica in `legacy/src/throttle.rs`, crate vmig-legacy).
 //!
 //! `cargo bench --bench throttle` (about 13 minutes with N = 2 and 4). N vCPU threads each
 //! run a memory-write loop over their own buffer and reach a safe point
@@ -23,8 +23,6 @@
 //! CPUs; 0: let the scheduler place them),
 //! VMIG_THROTTLE_TARGETS ("0,10,20,30,40,50,60,70,80,90,95,99").
 
-#[path = "legacy/throttle.rs"]
-mod legacy;
 #[path = "support/affinity.rs"]
 mod affinity;
 
@@ -34,8 +32,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use legacy::{LegacyThrottle, CPU_THROTTLE_TIMESLICE_NS};
 use vmig::throttle::Throttle;
+use vmig_legacy::throttle::{LegacyThrottle, CPU_THROTTLE_TIMESLICE_NS};
 
 /// Per-vCPU buffer: 1 MiB stays in a core's L2 (2 MiB per core here), so
 /// two vCPUs do not compete for memory bandwidth and one's sleep does not

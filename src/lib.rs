@@ -12,7 +12,7 @@
 //! `0` or a negative errno, NULL/out-of-range arguments rejected with
 //! `-EINVAL`, and no panic ever unwinding into the caller.
 #![warn(clippy::undocumented_unsafe_blocks)]
-#![warn(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations)]
 
 // Only `ffi` is exported to C: every other module carries `cbindgen:ignore`
 // so its Rust-side constants and types stay out of include/vmig.h.

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use flate2::{Decompress, FlushDecompress, Status};
 use vmig::pool::{compress_bound, CompConfig, CompPool, DecompPool};
 use vmig::Error;
+use vmig_legacy::SplitMix64;
 
 fn scaled(n: usize) -> usize {
     if cfg!(miri) {
@@ -36,16 +37,13 @@ fn same_key_results_in_submission_order() {
     let mut last: HashMap<u64, u64> = HashMap::new();
     let total = scaled(30_000) as u64;
     let (mut seq, mut got, mut busy) = (1u64, 0u64, 0u64);
-    let mut rng = 0x1234_5678_9abc_def1u64;
+    let mut rng = SplitMix64::new(0x1234_5678_9abc_def1, 0);
     while got < total {
         if seq <= total {
             let idx = *free.last().unwrap();
             bufs[idx].fill(seq as u8);
             bufs[idx][..8].copy_from_slice(&seq.to_le_bytes());
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let key = rng % 3;
+            let key = rng.below(3);
             // SAFETY: bufs[idx] is not reused until its result is back.
             match unsafe { pool.submit(bufs[idx].as_ptr(), key, idx, false) } {
                 Ok(()) => {
@@ -76,19 +74,14 @@ fn same_key_results_in_submission_order() {
 
 #[test]
 fn compressed_pages_fit_qemu_receive_buffer_and_round_trip() {
-    let mut x = 7u64;
+    let mut rng = SplitMix64::new(7, 0);
     let pages: Vec<Vec<u8>> = (0..16)
         .map(|i| {
             (0..4096)
                 .map(|j| match i % 4 {
                     0 => 0,
                     1 => (j % 13) as u8,
-                    2 => {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        x as u8
-                    }
+                    2 => rng.next_u64() as u8,
                     _ => b"the quick brown fox "[j % 20],
                 })
                 .collect()

@@ -6,22 +6,10 @@
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use vmig::pool::{compress_bound, DecompPool};
 use vmig::Error;
+use vmig_legacy::SplitMix64;
 
 const PAGE: usize = 4096;
 const GUARD: usize = 64;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 /// What a strict decoder must do with `input`: Some(page) or None.
 fn oracle(input: &[u8]) -> Option<Vec<u8>> {
@@ -33,36 +21,36 @@ fn oracle(input: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-fn valid_stream(rng: &mut Rng) -> Vec<u8> {
-    let kind = rng.below(3);
+fn valid_stream(rng: &mut SplitMix64) -> Vec<u8> {
+    let kind = rng.below_usize(3);
     let page: Vec<u8> = (0..PAGE)
         .map(|i| match kind {
             0 => (i % 7) as u8,
-            1 => rng.next() as u8,
+            1 => rng.next_u64() as u8,
             _ => b"migration "[i % 10],
         })
         .collect();
-    let mut z = Compress::new(Compression::new(rng.below(10) as u32), true);
+    let mut z = Compress::new(Compression::new(rng.below_usize(10) as u32), true);
     let mut out = Vec::with_capacity(compress_bound(PAGE as u32) + 64);
     z.compress_vec(&page, &mut out, FlushCompress::Finish).unwrap();
     out
 }
 
-fn mutate(rng: &mut Rng, mut s: Vec<u8>) -> Vec<u8> {
-    match rng.below(6) {
+fn mutate(rng: &mut SplitMix64, mut s: Vec<u8>) -> Vec<u8> {
+    match rng.below_usize(6) {
         0 => {
-            let i = rng.below(s.len());
-            s[i] ^= 1 << rng.below(8);
+            let i = rng.below_usize(s.len());
+            s[i] ^= 1 << rng.below_usize(8);
         }
-        1 => s.truncate(rng.below(s.len())),
-        2 => s.extend((0..1 + rng.below(8)).map(|_| rng.next() as u8)),
+        1 => s.truncate(rng.below_usize(s.len())),
+        2 => s.extend((0..1 + rng.below_usize(8)).map(|_| rng.next_u64() as u8)),
         3 => {
-            for _ in 0..1 + rng.below(16) {
-                let i = rng.below(s.len());
-                s[i] = rng.next() as u8;
+            for _ in 0..1 + rng.below_usize(16) {
+                let i = rng.below_usize(s.len());
+                s[i] = rng.next_u64() as u8;
             }
         }
-        4 => s = (0..rng.below(200)).map(|_| rng.next() as u8).collect(),
+        4 => s = (0..rng.below_usize(200)).map(|_| rng.next_u64() as u8).collect(),
         _ => {} // unchanged: must succeed
     }
     s
@@ -71,7 +59,7 @@ fn mutate(rng: &mut Rng, mut s: Vec<u8>) -> Vec<u8> {
 #[test]
 fn decompressor_survives_arbitrary_input() {
     let iters: usize = std::env::var("VMIG_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(if cfg!(miri) { 20 } else { 4000 });
-    let mut rng = Rng(0x853c_49e6_748f_ea9b);
+    let mut rng = SplitMix64::new(0x853c_49e6_748f_ea9b, 0);
     let mut pool = DecompPool::new(2, PAGE as u32).unwrap();
     let batch = 8;
     let mut area = vec![0u8; batch * (PAGE + 2 * GUARD)];

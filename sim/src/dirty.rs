@@ -14,7 +14,7 @@
 //!   `migration_bitmap_sync`) reaps once more and moves the shared bitmap
 //!   into its own.
 //!
-//! The rings are `benches/support/kvm_dirty_ring.rs` (soft-full limit,
+//! The rings are `vmig_legacy::kvm_dirty_ring` (soft-full limit,
 //! ring-full exit that stalls the vCPU until a harvest).
 //!
 //! # Why no write is lost

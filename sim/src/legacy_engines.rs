@@ -1,85 +1,29 @@
 //! The engine seams implemented by replicas of QEMU 7.2's legacy designs,
-//! shared with vmig's benchmarks (`benches/legacy/`, pulled in with
-//! `#[path]`, never part of libvmig.so).
+//! shared with vmig's benchmarks (the vmig-legacy crate, `legacy/`, never
+//! part of libvmig.so).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use vmig_legacy::throttle;
+use vmig_legacy::LegacyComp;
+
 use crate::config::PAGE_SIZE;
-use crate::engines::{Busy, CompOut, CompStats, Compressor, GuestThrottle};
+use crate::engines::{EngineCompressor, GuestThrottle};
 
-/// QEMU 7.2's compression threads (benches/legacy/compress.rs).
-#[path = "../../benches/legacy/compress.rs"]
-#[allow(missing_docs)]
-mod compress;
+/// QEMU 7.2's compression threads (`vmig_legacy::compress`) behind the one
+/// compressor adapter.
+pub type LegacyCompressor = EngineCompressor<LegacyComp>;
 
-/// `compress::LegacyComp`.
-pub struct LegacyCompressor(compress::LegacyComp);
-
-impl LegacyCompressor {
+impl EngineCompressor<LegacyComp> {
     /// `threads` legacy compression threads at zlib `level`.
-    pub fn new(threads: u32, level: u32) -> Result<Self, String> {
-        compress::LegacyComp::new(threads, level as i32, PAGE_SIZE as u32)
-            .map(LegacyCompressor)
+    pub fn legacy(threads: u32, level: u32) -> Result<Self, String> {
+        LegacyComp::new(threads, level as i32, PAGE_SIZE as u32)
+            .map(|c| EngineCompressor::new(c, "legacy compression threads"))
             .map_err(|e| format!("legacy compression threads: {e}"))
     }
-
-    fn hand(&mut self, r: compress::LegacyResult, f: &mut dyn FnMut(u64, CompOut<'_>)) {
-        let out = if r.status() != 0 {
-            CompOut::Failed(r.status())
-        } else if r.is_zero_page() {
-            CompOut::Zero
-        } else {
-            CompOut::Data(r.data())
-        };
-        f(r.key(), out);
-        self.0.release(r);
-    }
 }
 
-impl Compressor for LegacyCompressor {
-    unsafe fn submit(&mut self, key: u64, page: *const u8, wait: bool) -> Result<(), Busy> {
-        // SAFETY: forwarded: the caller keeps the page mapped until its
-        // result is handed out.
-        unsafe { self.0.submit(page, key, 0, wait) }.map_err(|_| Busy)
-    }
-
-    fn poll(&mut self, f: &mut dyn FnMut(u64, CompOut<'_>)) -> bool {
-        match self.0.poll() {
-            Some(r) => {
-                self.hand(r, f);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn wait_result(&mut self, f: &mut dyn FnMut(u64, CompOut<'_>)) -> bool {
-        match self.0.wait_result() {
-            Some(r) => {
-                self.hand(r, f);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// QEMU 7.2 has no per-page ordering between threads, so it flushes
-    /// every thread at the end of each round (flush_compressed_data).
-    fn needs_round_flush(&self) -> bool {
-        true
-    }
-
-    fn stats(&self) -> CompStats {
-        let s = self.0.stats();
-        CompStats { pages: s.pages, zero_pages: s.zero_pages, busy: s.busy, bytes_out: s.bytes_out }
-    }
-}
-
-/// QEMU 7.2's VM-wide throttle timer (benches/legacy/throttle.rs).
-#[path = "../../benches/legacy/throttle.rs"]
-#[allow(missing_docs)]
-mod throttle;
 
 /// `throttle::LegacyThrottle` with its timer thread.
 pub struct LegacyVmThrottle {

@@ -32,9 +32,7 @@ pub mod vmig_engines;
 pub mod wire;
 
 /// The simulated KVM dirty ring shared with vmig's reaper benchmark.
-#[path = "../../benches/support/kvm_dirty_ring.rs"]
-#[allow(missing_docs)]
-pub mod kvm_dirty_ring;
+pub use vmig_legacy::kvm_dirty_ring;
 
 pub use config::SimConfig;
 pub use report::Report;

@@ -22,6 +22,18 @@ use crate::stacks;
 /// socket, threads); a migration that fails is a report with that status.
 pub fn run(cfg: &SimConfig, corpus: &Corpus, progress: &mut dyn FnMut(&Progress)) -> Result<Report, String> {
     cfg.validate()?;
+    run_with_compressor(cfg, corpus, stacks::compressor(cfg)?, progress)
+}
+
+/// [`run`] with `comp` as the source's compressor (None: compression off)
+/// instead of the one `cfg.stack` builds (tests put a failing engine in).
+pub fn run_with_compressor(
+    cfg: &SimConfig,
+    corpus: &Corpus,
+    comp: Option<Box<dyn Compressor>>,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Report, String> {
+    cfg.validate()?;
     let pages = cfg.nr_pages();
     let t_fill = Instant::now();
     let src = Arc::new(GuestRam::new(pages).map_err(|e| format!("mapping source RAM: {e}"))?);
@@ -32,7 +44,6 @@ pub fn run(cfg: &SimConfig, corpus: &Corpus, progress: &mut dyn FnMut(&Progress)
     let (log, vcpu_ends) = DirtyLog::new(pages, cfg.vcpus, cfg.dirty_ring_size)?;
     let throttle: Arc<dyn GuestThrottle> = stacks::throttle(cfg)?;
     let reaper: Arc<dyn ReaperCtl> = stacks::reaper(cfg)?;
-    let comp: Option<Box<dyn Compressor>> = stacks::compressor(cfg)?;
     let decomp: Box<dyn Decompressor> = stacks::decompressor(cfg)?;
 
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listen on loopback: {e}"))?;

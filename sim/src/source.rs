@@ -30,7 +30,7 @@ use crate::bitmap::PageBitmap;
 use crate::config::{SimConfig, PAGE_SIZE};
 use crate::converge::Trigger;
 use crate::dest::DestDone;
-use crate::engines::{CompOut, Compressor};
+use crate::engines::{CompOut, Compressor, SubmitError};
 use crate::guest::Guest;
 use crate::link::{Link, WINDOW};
 use crate::memory::GuestRam;
@@ -418,9 +418,14 @@ impl<'a> Source<'a> {
         // SAFETY: guest RAM outlives the compressor (both borrowed for this
         // Source's lifetime), so the page stays mapped until its result is
         // returned. The same holds for the submit in the loop below.
-        if unsafe { comp.submit(page, ptr, self.cfg.compress_wait) }.is_ok() {
-            em.inflight[page as usize] += 1;
-            return Ok(());
+        match unsafe { comp.submit(page, ptr, self.cfg.compress_wait) } {
+            Ok(()) => {
+                em.inflight[page as usize] += 1;
+                return Ok(());
+            }
+            Err(SubmitError::Busy) => {}
+            // A real error fails the migration with its message.
+            Err(SubmitError::Failed(msg)) => return Err(io::Error::other(msg)),
         }
         if !self.cfg.compress_wait && em.inflight[page as usize] == 0 {
             // QEMU compress-wait-thread=off: send it uncompressed.
@@ -435,9 +440,13 @@ impl<'a> Source<'a> {
         loop {
             let got = comp.wait_result(&mut |k, out| em.result(k, out));
             // SAFETY: as above.
-            if unsafe { comp.submit(page, ptr, true) }.is_ok() {
-                em.inflight[page as usize] += 1;
-                return Ok(());
+            match unsafe { comp.submit(page, ptr, true) } {
+                Ok(()) => {
+                    em.inflight[page as usize] += 1;
+                    return Ok(());
+                }
+                Err(SubmitError::Busy) => {}
+                Err(SubmitError::Failed(msg)) => return Err(io::Error::other(msg)),
             }
             if !got {
                 // Nothing in flight and still refused: cannot happen with

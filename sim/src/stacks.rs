@@ -2,9 +2,9 @@
 //!
 //! | seam | vmig | legacy |
 //! | --- | --- | --- |
-//! | compression | `vmig::pool::CompPool` | `benches/legacy/compress.rs` (QEMU 7.2 `do_data_compress`) |
+//! | compression | `vmig::pool::CompPool` | `vmig_legacy::compress` (QEMU 7.2 `do_data_compress`) |
 //! | reaper | `vmig::reaper`, default policy | `vmig::reaper` FIXED 1 s (QEMU's `sleep(1)`) |
-//! | throttle | `vmig::throttle::Throttle`, per vCPU | `benches/legacy/throttle.rs` (one VM-wide timer) |
+//! | throttle | `vmig::throttle::Throttle`, per vCPU | `vmig_legacy::throttle` (one VM-wide timer) |
 //! | decompression | `vmig::pool::DecompPool` | the same (no legacy replica) |
 
 use std::sync::Arc;
@@ -33,8 +33,8 @@ pub fn compressor(cfg: &SimConfig) -> Result<Option<Box<dyn Compressor>>, String
         return Ok(None);
     }
     Ok(Some(match cfg.stack {
-        Stack::Vmig => Box::new(VmigComp::new(cfg.compress_threads, cfg.compress_level)?),
-        Stack::Legacy => Box::new(LegacyCompressor::new(cfg.compress_threads, cfg.compress_level)?),
+        Stack::Vmig => Box::new(VmigComp::vmig(cfg.compress_threads, cfg.compress_level)?),
+        Stack::Legacy => Box::new(LegacyCompressor::legacy(cfg.compress_threads, cfg.compress_level)?),
     }))
 }
 

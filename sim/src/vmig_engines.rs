@@ -7,74 +7,16 @@ use vmig::throttle::{Throttle, QEMU_TIMESLICE_NS};
 
 use crate::config::{ReaperPolicyKind, PAGE_SIZE};
 use crate::dirty::Reaped;
-use crate::engines::{Busy, CompOut, CompStats, Compressor, Decompressor, GuestThrottle, ReaperCtl};
+use crate::engines::{Decompressor, EngineCompressor, GuestThrottle, ReaperCtl};
 
-/// `vmig::pool::CompPool`.
-pub struct VmigComp(CompPool);
+/// `vmig::pool::CompPool` behind the one compressor adapter.
+pub type VmigComp = EngineCompressor<CompPool>;
 
-impl VmigComp {
+impl EngineCompressor<CompPool> {
     /// A pool of `threads` workers at zlib `level`.
-    pub fn new(threads: u32, level: u32) -> Result<Self, String> {
+    pub fn vmig(threads: u32, level: u32) -> Result<Self, String> {
         let cfg = CompConfig { threads, level: level as i32, page_size: PAGE_SIZE as u32, ring_depth: 0 };
-        CompPool::new(&cfg).map(VmigComp).map_err(|e| format!("vmig compression pool: {e}"))
-    }
-
-    fn hand(&mut self, r: vmig::pool::CompResult, f: &mut dyn FnMut(u64, CompOut<'_>)) {
-        let out = if r.status() != 0 {
-            CompOut::Failed(r.status())
-        } else if r.is_zero_page() {
-            CompOut::Zero
-        } else {
-            CompOut::Data(r.data())
-        };
-        f(r.key(), out);
-        self.0.release(r);
-    }
-}
-
-impl Compressor for VmigComp {
-    unsafe fn submit(&mut self, key: u64, page: *const u8, wait: bool) -> Result<(), Busy> {
-        // SAFETY: forwarded: the caller keeps the page mapped until its
-        // result is handed out.
-        match unsafe { self.0.submit(page, key, 0, wait) } {
-            Ok(()) => Ok(()),
-            Err(vmig::Error::Busy) => Err(Busy),
-            // Only a bad argument can fail otherwise, and the simulator
-            // passes valid pages: treat it as a refused submit so the page
-            // goes raw rather than being lost.
-            Err(_) => Err(Busy),
-        }
-    }
-
-    fn poll(&mut self, f: &mut dyn FnMut(u64, CompOut<'_>)) -> bool {
-        match self.0.poll() {
-            Some(r) => {
-                self.hand(r, f);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn wait_result(&mut self, f: &mut dyn FnMut(u64, CompOut<'_>)) -> bool {
-        match self.0.wait_result() {
-            Some(r) => {
-                self.hand(r, f);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// vmig's pool returns results for one key in submission order, so no
-    /// per-round flush is needed.
-    fn needs_round_flush(&self) -> bool {
-        false
-    }
-
-    fn stats(&self) -> CompStats {
-        let s = self.0.stats();
-        CompStats { pages: s.pages, zero_pages: s.zero_pages, busy: s.busy, bytes_out: s.bytes_out }
+        CompPool::new(&cfg).map(|p| EngineCompressor::new(p, "vmig compression pool")).map_err(|e| format!("vmig compression pool: {e}"))
     }
 }
 

@@ -94,6 +94,7 @@ pub struct vmig_comp_statistics {
 /// Hand a pool to another thread only with your own synchronisation
 /// (a mutex or a join) between the calls.
 #[allow(non_camel_case_types)]
+#[derive(Debug)]
 pub struct vmig_comp_pool {
     _opaque: [u8; 0],
 }

@@ -12,6 +12,7 @@ use crate::pool::DecompPool;
 
 /// A decompression pool (opaque).
 #[allow(non_camel_case_types)]
+#[derive(Debug)]
 pub struct vmig_decomp_pool {
     _opaque: [u8; 0],
 }

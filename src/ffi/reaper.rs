@@ -77,6 +77,7 @@ pub struct vmig_reaper_config {
 
 /// A reaper interval controller with its kickable sleep (opaque).
 #[allow(non_camel_case_types)]
+#[derive(Debug)]
 pub struct vmig_reaper {
     _opaque: [u8; 0],
 }

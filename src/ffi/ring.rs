@@ -27,6 +27,7 @@ const _: () = assert!(VMIG_RING_MAX_CAPACITY == raw::MAX_CAPACITY);
 
 /// A bounded lockless ring of non-NULL `void *` items (opaque).
 #[allow(non_camel_case_types)]
+#[derive(Debug)]
 pub struct vmig_ring {
     _opaque: [u8; 0],
 }

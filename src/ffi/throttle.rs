@@ -21,6 +21,7 @@ const _: () = assert!(VMIG_THROTTLE_QEMU_TIMESLICE_NS == crate::throttle::QEMU_T
 /// A VM's auto-converge throttle with one closed-loop account per vCPU
 /// (opaque).
 #[allow(non_camel_case_types)]
+#[derive(Debug)]
 pub struct vmig_throttle {
     _opaque: [u8; 0],
 }

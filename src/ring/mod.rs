@@ -364,6 +364,18 @@ impl<T: RingItem> std::fmt::Debug for Consumer<T> {
     }
 }
 
+impl<T: RingItem> std::fmt::Debug for Producer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").field("count", &self.count()).field("capacity", &self.capacity()).finish()
+    }
+}
+
+impl<T: RingItem> std::fmt::Debug for MpProducer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MpProducer").field("count", &self.count()).field("capacity", &self.capacity()).finish()
+    }
+}
+
 
 #[cfg(test)]
 mod tests {

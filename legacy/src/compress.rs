@@ -37,7 +37,6 @@
 //! The compressor is the same zlib-rs (with the same stored-block fallback)
 //! as vmig's pool, so a comparison measures only the threading model.
 
-#![allow(dead_code)]
 // The loops index by thread number on purpose: they mirror QEMU's
 // `for (idx = 0; idx < thread_count; idx++)` over `comp_param[idx]`.
 #![allow(clippy::needless_range_loop)]
@@ -123,21 +122,27 @@ pub struct LegacyResult {
 }
 
 impl LegacyResult {
+    /// The key given to `submit`.
     pub fn key(&self) -> u64 {
         self.key
     }
+    /// The opaque value given to `submit`.
     pub fn opaque(&self) -> usize {
         self.opaque
     }
+    /// The zlib stream (empty for zero and failed pages).
     pub fn data(&self) -> &[u8] {
         &self.data
     }
+    /// Whether the page was all zero.
     pub fn is_zero_page(&self) -> bool {
         self.zero_page
     }
+    /// 0, or `-EIO` when compression failed.
     pub fn status(&self) -> i32 {
         self.status
     }
+    /// The thread that compressed it.
     pub fn worker(&self) -> u32 {
         self.worker
     }
@@ -154,6 +159,17 @@ pub struct LegacyComp {
     /// `vmig::pool::CompStats`, so callers can print both the same way.
     /// `wakeups` counts `qemu_cond_signal(&param->cond)`: one per page.
     stats: CompStats,
+}
+
+impl std::fmt::Debug for LegacyComp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LegacyComp")
+            .field("threads", &self.threads.len())
+            .field("page_size", &self.shared.page_size)
+            .field("pending", &self.pending)
+            .field("ready", &self.ready.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// `compressBound()`.
@@ -398,10 +414,12 @@ impl LegacyComp {
         Ok(())
     }
 
+    /// The counters so far, in vmig's shape.
     pub fn stats(&self) -> CompStats {
         self.stats.clone()
     }
 
+    /// Number of compression threads.
     pub fn threads(&self) -> u32 {
         self.threads.len() as u32
     }

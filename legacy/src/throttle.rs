@@ -3,7 +3,7 @@
 //! Source: QEMU `softmmu/cpu-throttle.c` as in QEMU 7.2 (read at qemu/qemu
 //! commit 1be5a765c08c): `cpu_throttle_set`, `cpu_throttle_timer_tick`,
 //! `cpu_throttle_thread`. Used by `benches/throttle.rs` and by
-//! `vmig-sim --compare` (pulled in with `#[path]`); it never reaches
+//! `vmig-sim --compare` (through the vmig-legacy crate); it never reaches
 //! libvmig.so and depends only on `std`.
 //!
 //! What QEMU does, and what this file reproduces step for step:
@@ -32,16 +32,16 @@
 //! Nothing measured, recorded or carried: a late tick, a skipped vCPU or an
 //! oversleep is simply lost, which is why 99% yields ~95% in QEMU.
 
-#![allow(dead_code)]
-
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-/// QEMU's CPU_THROTTLE_PCT_MIN / _MAX / _TIMESLICE_NS.
+/// QEMU's `CPU_THROTTLE_PCT_MIN`.
 pub const CPU_THROTTLE_PCT_MIN: u32 = 1;
+/// QEMU's `CPU_THROTTLE_PCT_MAX`.
 pub const CPU_THROTTLE_PCT_MAX: u32 = 99;
+/// QEMU's `CPU_THROTTLE_TIMESLICE_NS` (10 ms).
 pub const CPU_THROTTLE_TIMESLICE_NS: u64 = 10_000_000;
 const SCALE_MS: i64 = 1_000_000;
 const SCALE_US: i64 = 1_000;
@@ -69,6 +69,16 @@ pub struct LegacyThrottle {
     /// for shutdown.
     timer_wake: (Mutex<bool>, Condvar),
     shutdown: AtomicBool,
+}
+
+impl std::fmt::Debug for LegacyThrottle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LegacyThrottle")
+            .field("throttle_percentage", &self.throttle_percentage.load(Ordering::Relaxed))
+            .field("timeslice_ns", &self.timeslice_ns)
+            .field("vcpus", &self.vcpus.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl LegacyThrottle {

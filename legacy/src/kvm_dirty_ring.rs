@@ -1,7 +1,7 @@
 //! A simulated per-vCPU KVM dirty ring, built on the vmig SPSC ring.
 //!
-//! Used by `benches/reaper.rs` and by `vmig-sim` (which pulls this file in
-//! with `#[path]`), so it depends only on `std` and `vmig::ring`.
+//! Used by `benches/reaper.rs`, `tests/kvm_dirty_ring.rs` and `vmig-sim`;
+//! it depends only on `std` and `vmig::ring`.
 //!
 //! # What it models
 //!
@@ -46,8 +46,6 @@
 //! the re-check cannot notify before the vCPU is waiting: no lost wake-up.
 //! The counters in [`RingStats`] are statistics read after the threads are
 //! joined or as snapshots; they use Relaxed (see each field).
-
-#![allow(dead_code)]
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -130,6 +128,7 @@ impl RingStats {
 }
 
 /// State both sides share for the stall hand-off.
+#[derive(Debug)]
 struct Shared {
     cfg: DirtyRingConfig,
     stats: RingStats,
@@ -155,12 +154,14 @@ pub enum PushOutcome {
 }
 
 /// The vCPU end of a simulated dirty ring. `Send`, one owner.
+#[derive(Debug)]
 pub struct VcpuRing {
     tx: Producer<NonZeroUsize>,
     shared: Arc<Shared>,
 }
 
 /// The reaper end of a simulated dirty ring. `Send`, one owner.
+#[derive(Debug)]
 pub struct ReaperRing {
     rx: Consumer<NonZeroUsize>,
     shared: Arc<Shared>,
@@ -325,7 +326,7 @@ impl Drop for ReaperRing {
 }
 
 /// Read-only access to one ring's [`RingStats`], from any thread.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct StatsHandle(Arc<Shared>);
 
 impl StatsHandle {
