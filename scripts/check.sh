@@ -16,6 +16,9 @@ has_nightly_component() { rustup component list --toolchain nightly --installed 
 step "cargo test (unit, integration, header drift, stress, benches in quick mode)"
 cargo test --release --all-targets
 
+step "doctests of the public Rust API (--all-targets does not run them)"
+cargo test --release --doc -p vmig
+
 step "vmig-legacy: the QEMU 7.2 replicas and the simulated KVM dirty ring"
 cargo test --release -p vmig-legacy
 

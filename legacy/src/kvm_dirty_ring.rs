@@ -1,6 +1,6 @@
 //! A simulated per-vCPU KVM dirty ring, built on the vmig SPSC ring.
 //!
-//! Used by `benches/reaper.rs`, `tests/kvm_dirty_ring.rs` and `vmig-sim`;
+//! Used by `benches/reaper.rs` and `vmig-sim` (unit tests: `cargo test -p vmig-legacy`);
 //! it depends only on `std` and `vmig::ring`.
 //!
 //! # What it models

@@ -107,7 +107,10 @@ impl<E: CompressEngine> EngineCompressor<E> {
         EngineCompressor { engine, name }
     }
 
-    fn hand(&mut self, r: E::Page, f: &mut dyn FnMut(u64, CompOut<'_>)) {
+    /// Hands `r`, if any, to `f` and its buffer back to the engine; whether
+    /// there was one.
+    fn hand(&mut self, r: Option<E::Page>, f: &mut dyn FnMut(u64, CompOut<'_>)) -> bool {
+        let Some(r) = r else { return false };
         let out = if r.status() != 0 {
             CompOut::Failed(r.status())
         } else if r.is_zero_page() {
@@ -117,6 +120,7 @@ impl<E: CompressEngine> EngineCompressor<E> {
         };
         f(r.key(), out);
         self.engine.release(r);
+        true
     }
 }
 
@@ -132,23 +136,13 @@ impl<E: CompressEngine + Send> Compressor for EngineCompressor<E> {
     }
 
     fn poll(&mut self, f: &mut dyn FnMut(u64, CompOut<'_>)) -> bool {
-        match self.engine.poll() {
-            Some(r) => {
-                self.hand(r, f);
-                true
-            }
-            None => false,
-        }
+        let r = self.engine.poll();
+        self.hand(r, f)
     }
 
     fn wait_result(&mut self, f: &mut dyn FnMut(u64, CompOut<'_>)) -> bool {
-        match self.engine.wait_result() {
-            Some(r) => {
-                self.hand(r, f);
-                true
-            }
-            None => false,
-        }
+        let r = self.engine.wait_result();
+        self.hand(r, f)
     }
 
     fn needs_round_flush(&self) -> bool {

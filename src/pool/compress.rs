@@ -176,6 +176,13 @@ fn new_slot(page_size: u32) -> Result<Box<Slot<CompJob>>> {
 
 impl CompPool {
     /// Starts `config.threads` workers named `vmig-comp/N`.
+    ///
+    /// ```
+    /// use vmig::pool::{CompConfig, CompPool};
+    /// let mut pool = CompPool::new(&CompConfig { threads: 1, level: 1, page_size: 4096, ring_depth: 0 }).unwrap();
+    /// assert_eq!((pool.threads(), pool.page_size()), (1, 4096));
+    /// assert!(CompPool::new(&CompConfig { threads: 0, level: 1, page_size: 4096, ring_depth: 0 }).is_err());
+    /// ```
     pub fn new(config: &CompConfig) -> Result<CompPool> {
         let depth = config.validate()?;
         let page_size = config.page_size;
@@ -222,6 +229,18 @@ impl CompPool {
     /// # Safety
     /// `page` is valid for reads of `page_size` bytes until this page's
     /// result is returned by `poll`/`wait_result` or the pool is dropped.
+    ///
+    /// ```
+    /// use vmig::pool::{CompConfig, CompPool};
+    /// let mut pool = CompPool::new(&CompConfig { threads: 1, level: 1, page_size: 4096, ring_depth: 0 }).unwrap();
+    /// let page = vec![0u8; 4096];
+    /// // SAFETY: `page` outlives its result (collected below). QEMU's key is
+    /// // `block->offset + offset`, page aligned.
+    /// unsafe { pool.submit(page.as_ptr(), 0x2000, 7, true) }.unwrap();
+    /// let r = pool.wait_result().unwrap();
+    /// assert_eq!((r.key(), r.opaque(), r.is_zero_page()), (0x2000, 7, true));
+    /// pool.release(r);
+    /// ```
     pub unsafe fn submit(&mut self, page: *const u8, key: u64, opaque: usize, wait: bool) -> Result<()> {
         if page.is_null() {
             return Err(Error::InvalidArgument("page is NULL"));
@@ -244,6 +263,18 @@ impl CompPool {
     }
 
     /// Takes a ready result, or `None` when none is ready.
+    ///
+    /// ```
+    /// use vmig::pool::{CompConfig, CompPool};
+    /// let mut pool = CompPool::new(&CompConfig { threads: 1, level: 1, page_size: 4096, ring_depth: 0 }).unwrap();
+    /// assert!(pool.poll().is_none(), "nothing submitted");
+    /// let page = vec![1u8; 4096];
+    /// // SAFETY: `page` outlives its result.
+    /// unsafe { pool.submit(page.as_ptr(), 0, 0, true) }.unwrap();
+    /// pool.flush().unwrap();
+    /// let r = pool.poll().expect("flushed: ready");
+    /// pool.release(r);
+    /// ```
     pub fn poll(&mut self) -> Option<CompResult> {
         let slot = self.engine.poll()?;
         Some(self.account(slot))
@@ -251,6 +282,12 @@ impl CompPool {
 
     /// Takes a result, sleeping until one is ready; `None` when nothing is in
     /// flight.
+    ///
+    /// ```
+    /// use vmig::pool::{CompConfig, CompPool};
+    /// let mut pool = CompPool::new(&CompConfig { threads: 1, level: 1, page_size: 4096, ring_depth: 0 }).unwrap();
+    /// assert!(pool.wait_result().is_none(), "nothing in flight: does not block");
+    /// ```
     pub fn wait_result(&mut self) -> Option<CompResult> {
         let slot = self.engine.wait_one()?;
         Some(self.account(slot))
@@ -272,6 +309,18 @@ impl CompPool {
     }
 
     /// Hands a result's buffer back for reuse.
+    ///
+    /// ```
+    /// use vmig::pool::{CompConfig, CompPool};
+    /// let mut pool = CompPool::new(&CompConfig { threads: 1, level: 1, page_size: 4096, ring_depth: 0 }).unwrap();
+    /// let page = vec![3u8; 4096];
+    /// // SAFETY: `page` outlives its result.
+    /// unsafe { pool.submit(page.as_ptr(), 0, 0, true) }.unwrap();
+    /// let r = pool.wait_result().unwrap();
+    /// let sent = r.data().to_vec(); // e.g. written to the migration stream
+    /// pool.release(r);
+    /// assert!(!sent.is_empty());
+    /// ```
     pub fn release(&mut self, result: CompResult) {
         let mut slot = result.slot;
         slot.job.page = std::ptr::null();
@@ -279,6 +328,18 @@ impl CompPool {
     }
 
     /// Blocks until every submitted page has a result ready.
+    ///
+    /// ```
+    /// use vmig::pool::{CompConfig, CompPool};
+    /// let mut pool = CompPool::new(&CompConfig { threads: 1, level: 1, page_size: 4096, ring_depth: 0 }).unwrap();
+    /// let pages = vec![vec![5u8; 4096]; 3];
+    /// for (i, p) in pages.iter().enumerate() {
+    ///     // SAFETY: `pages` outlives the results.
+    ///     unsafe { pool.submit(p.as_ptr(), (i * 4096) as u64, i, true) }.unwrap();
+    /// }
+    /// pool.flush().unwrap();
+    /// assert_eq!(std::iter::from_fn(|| pool.poll()).count(), 3);
+    /// ```
     pub fn flush(&mut self) -> Result<()> {
         self.engine.flush();
         Ok(())
@@ -295,6 +356,19 @@ impl CompPool {
     }
 
     /// A snapshot of the statistics.
+    ///
+    /// ```
+    /// use vmig::pool::{CompConfig, CompPool};
+    /// let mut pool = CompPool::new(&CompConfig { threads: 1, level: 1, page_size: 4096, ring_depth: 0 }).unwrap();
+    /// let page = vec![9u8; 4096];
+    /// // SAFETY: `page` outlives its result.
+    /// unsafe { pool.submit(page.as_ptr(), 0, 0, true) }.unwrap();
+    /// let r = pool.wait_result().unwrap();
+    /// pool.release(r);
+    /// let s = pool.stats();
+    /// assert_eq!(s.pages, 1);
+    /// assert!(s.ratio() < 0.1, "a page of one byte value compresses well");
+    /// ```
     pub fn stats(&self) -> CompStats {
         let mut s = self.stats.clone();
         s.busy = self.engine.counters.busy;

@@ -86,6 +86,13 @@ impl std::fmt::Debug for DecompPool {
 impl DecompPool {
     /// Starts `threads` workers named `vmig-decomp/N` (ring depth
     /// [`DEFAULT_RING_DEPTH`]).
+    ///
+    /// ```
+    /// use vmig::pool::DecompPool;
+    /// let pool = DecompPool::new(2, 4096).unwrap();
+    /// assert_eq!(pool.page_size(), 4096);
+    /// assert!(DecompPool::new(0, 4096).is_err());
+    /// ```
     pub fn new(threads: u32, page_size: u32) -> Result<DecompPool> {
         check_threads(threads)?;
         check_page_size(page_size)?;
@@ -133,6 +140,20 @@ impl DecompPool {
     /// # Safety
     /// `dest` is valid for writes of `page_size` bytes, and not read or
     /// written by anyone else, until `wait` returns (or the pool is dropped).
+    ///
+    /// ```
+    /// use flate2::{Compress, Compression, FlushCompress};
+    /// use vmig::pool::DecompPool;
+    /// let page = vec![42u8; 4096];
+    /// let mut z = Vec::with_capacity(4200);
+    /// Compress::new(Compression::new(1), true).compress_vec(&page, &mut z, FlushCompress::Finish).unwrap();
+    /// let mut pool = DecompPool::new(1, 4096).unwrap();
+    /// let mut dest = vec![0u8; 4096];
+    /// // SAFETY: `dest` is a page nothing else touches until `wait` returns.
+    /// unsafe { pool.submit(&z, dest.as_mut_ptr()) }.unwrap();
+    /// pool.wait().unwrap();
+    /// assert_eq!(dest, page);
+    /// ```
     pub unsafe fn submit(&mut self, zdata: &[u8], dest: *mut u8) -> Result<()> {
         if dest.is_null() {
             return Err(Error::InvalidArgument("dest is NULL"));
@@ -190,6 +211,20 @@ impl DecompPool {
 
     /// Blocks until every submitted page is applied; returns the first error
     /// since the previous `wait`, and clears it.
+    ///
+    /// ```
+    /// use flate2::{Compress, Compression, FlushCompress};
+    /// use vmig::pool::DecompPool;
+    /// let page = vec![42u8; 4096];
+    /// let mut z = Vec::with_capacity(4200);
+    /// Compress::new(Compression::new(1), true).compress_vec(&page, &mut z, FlushCompress::Finish).unwrap();
+    /// let mut pool = DecompPool::new(1, 4096).unwrap();
+    /// let mut dest = vec![0u8; 4096];
+    /// z[2] ^= 0xff; // corrupt the stream
+    /// // SAFETY: as for `submit`.
+    /// unsafe { pool.submit(&z, dest.as_mut_ptr()) }.unwrap();
+    /// assert!(pool.wait().is_err(), "the bad page is reported by the next wait");
+    /// ```
     pub fn wait(&mut self) -> Result<()> {
         while let Some(slot) = self.engine.wait_one() {
             self.reap(slot);

@@ -40,6 +40,16 @@ impl Aimd {
     }
 
     /// One reap.
+    ///
+    /// ```
+    /// use vmig::reaper::{aimd::Aimd, Policy, ReaperConfig, Sample};
+    /// let mut a = Aimd::new(&ReaperConfig::with_policy(Policy::Aimd));
+    /// assert_eq!(a.initial_us(), 2_000_000);
+    /// let busy = Sample { max_ring_fill: 3500, total_reaped: 3500, ring_full_events: 0, elapsed_us: 2_000_000 };
+    /// assert_eq!(a.update(&busy), 1_000_000, "fill 0.85 > 0.8: halve");
+    /// let idle = Sample { max_ring_fill: 10, total_reaped: 10, ring_full_events: 0, elapsed_us: 1_000_000 };
+    /// assert_eq!(a.update(&idle), 1_020_000, "fill <= 0.2: add 20 ms");
+    /// ```
     pub fn update(&mut self, s: &Sample) -> u64 {
         let fill = ratio(s.max_ring_fill, self.ring_size);
         let next = if s.ring_full_events > 0 || fill > self.high {

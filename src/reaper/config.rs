@@ -67,32 +67,20 @@ pub struct AimdConfig {
 pub struct PredictiveConfig {
     /// Fill of the fullest ring to aim for at the next reap, permille of the
     /// ring size. Default 500: a rate that jumps by up to `soft_limit /
-    /// target` (1.97x for a 4096-entry ring) within one interval is still
-    /// reaped before the soft limit. In the virtual-time sweep
-    /// (`cargo test --release --test reaper_policies -- --ignored
-    /// --nocapture`, docs/controllers.md) 750 costs 33% fewer reaps but
-    /// needs a 4 s decay to avoid bursty-profile exits, and in the threaded
-    /// bench (load 4-8) took 2-5 ring-full exits on steady-high and bursty
-    /// where 500 took 0-3; 250 doubles the reaps for no fewer exits.
+    /// target` (1.97x for 4096 entries) within one interval is still reaped
+    /// before the soft limit; the sweep against 250 and 750 is in
+    /// docs/controllers.md ("Why the defaults").
     pub target_permille: u32,
     /// Time constant of the rate estimate's decay: a lower rate sample moves
     /// the estimate by `elapsed / (elapsed + decay_us)` of the gap; a higher
-    /// one replaces it at once (fast attack). A pause in dirtying shorter
-    /// than `decay_us * ln(soft_limit / target)` (0.68 x decay at the
-    /// default target) ends without a ring-full exit. Default 2 s: remembers
-    /// a burst across 1.35 s of quiet; in the virtual-time sweep it is the
-    /// shortest decay with no exits on the bursty profile (0.8 s pauses) at
-    /// target 500 (1 s: 5 exits in 10 s), and longer decays only add reaps
-    /// (4 s: 90 reaps/s against 84 on bursty).
+    /// one replaces it at once (fast attack). Default 2 s: a pause shorter
+    /// than `decay_us * ln(soft_limit / target)` (1.35 s) ends without a
+    /// ring-full exit; measured in docs/controllers.md ("Why the defaults").
     pub decay_us: u64,
     /// The first interval, before any rate is known (clamped to the
-    /// bounds). Default 10 ms. It must be long enough to measure the
-    /// slowest rate that matters, the one that fills the soft limit within
-    /// the maximum interval (4032 entries / 2 s = 2 k pages/s: 20 entries
-    /// in 10 ms), and short enough for fast vCPUs (200 k pages/s reach half
-    /// the ring in 10 ms). With a 1 ms probe the bench's steady-low profile
-    /// (5 k pages/s) found 0 entries, slept the maximum and took a ring-full
-    /// exit (`cargo bench --bench reaper`, load 8).
+    /// bounds). Default 10 ms: long enough to see the slowest rate that
+    /// fills the soft limit within the maximum interval, short enough for
+    /// fast vCPUs (docs/controllers.md, "Why the defaults").
     pub probe_us: u64,
 }
 
@@ -107,22 +95,14 @@ pub struct ReaperConfig {
     /// a VMM must pass its own.
     pub ring_size: u32,
     /// Shortest interval any policy returns. Default 1 ms: a vCPU dirtying
-    /// 1 M pages/s (4 GiB/s, the top of what a write-protect fault per page
-    /// allows) fills a 4096-entry ring in 4 ms, so 1 ms still reaps it at a
-    /// quarter full; at the ~70 us cross-CPU futex wake measured on the CI
-    /// machine, 1000 wake-ups/s cost at most 7% of one CPU.
+    /// 1 M pages/s fills a 4096-entry ring in 4 ms, so 1 ms still reaps it
+    /// a quarter full, at a cost measured in docs/controllers.md ("Why the
+    /// defaults").
     pub min_interval_us: u64,
-    /// Longest interval any policy returns. Default 2 s. The periodic reap
-    /// only exists to keep rings from filling (QEMU's migration bitmap sync
-    /// reaps every ring itself, `kvm_dirty_ring_flush`), and PREDICTIVE
-    /// only sleeps this long when its estimate says the fullest ring stays
-    /// below the target fill, so on an idle guest a longer sleep is free:
-    /// 2 s halves QEMU's idle wake-ups and pays for PREDICTIVE's start-up
-    /// probe (idle profile of `cargo bench --bench reaper`: 0.67 wake-ups/s
-    /// with 2 s against 1.00 with 1 s, LEVELS 0.67, over 3 s runs). The
-    /// FIXED and LEVELS tables top out at 1 s and are unaffected; AIMD,
-    /// which starts here and climbs towards it, differs from the
-    /// reviewer's 1 s cap.
+    /// Longest interval any policy returns. Default 2 s: the periodic reap
+    /// only keeps rings from filling (QEMU's bitmap sync reaps every ring
+    /// itself), so on an idle guest a longer sleep is free
+    /// (docs/controllers.md, "Why the defaults").
     pub max_interval_us: u64,
     /// [`Policy::Fixed`] tunables.
     pub fixed: FixedConfig,
@@ -156,12 +136,27 @@ impl Default for ReaperConfig {
 
 impl ReaperConfig {
     /// The defaults with another policy.
+    ///
+    /// ```
+    /// use vmig::reaper::{Policy, ReaperConfig};
+    /// let cfg = ReaperConfig::with_policy(Policy::Levels);
+    /// assert_eq!(cfg.policy, Policy::Levels);
+    /// assert_eq!(cfg.ring_size, ReaperConfig::default().ring_size);
+    /// ```
     pub fn with_policy(policy: Policy) -> Self {
         ReaperConfig { policy, ..Default::default() }
     }
 
     /// Checks every field, whatever the policy (a config is checked once, so
     /// switching `policy` later cannot expose an unchecked tunable).
+    ///
+    /// ```
+    /// use vmig::reaper::ReaperConfig;
+    /// assert!(ReaperConfig::default().validate().is_ok());
+    /// let mut cfg = ReaperConfig::default();
+    /// cfg.min_interval_us = cfg.max_interval_us + 1;
+    /// assert!(cfg.validate().is_err());
+    /// ```
     pub fn validate(&self) -> Result<()> {
         let bad = |what| Err(Error::InvalidArgument(what));
         if self.ring_size == 0 {

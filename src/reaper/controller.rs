@@ -29,6 +29,12 @@ pub struct Controller {
 
 impl Controller {
     /// Validates `cfg` and starts a controller at time `now_us`.
+    ///
+    /// ```
+    /// use vmig::reaper::{Controller, ReaperConfig};
+    /// let c = Controller::new(&ReaperConfig::default(), 0).unwrap();
+    /// assert_eq!(c.interval_us(), ReaperConfig::default().predictive.probe_us, "PREDICTIVE starts with its probe");
+    /// ```
     pub fn new(cfg: &ReaperConfig, now_us: u64) -> Result<Self> {
         cfg.validate()?;
         let engine = match cfg.policy {
@@ -47,12 +53,28 @@ impl Controller {
     }
 
     /// The interval to sleep now, microseconds.
+    ///
+    /// ```
+    /// use vmig::reaper::{Controller, Policy, ReaperConfig};
+    /// let c = Controller::new(&ReaperConfig::with_policy(Policy::Fixed), 0).unwrap();
+    /// assert_eq!(c.interval_us(), 1_000_000);
+    /// ```
     pub fn interval_us(&self) -> u64 {
         self.interval_us
     }
 
     /// Records a reap at `now_us` and returns the next interval. A clock that
     /// goes backwards counts as no time elapsed.
+    ///
+    /// ```
+    /// use vmig::reaper::{Controller, Policy, ReaperConfig};
+    /// let cfg = ReaperConfig::with_policy(Policy::Aimd);
+    /// let mut c = Controller::new(&cfg, 0).unwrap();
+    /// let start = c.interval_us();
+    /// // The fullest ring was 90% full at this reap: AIMD halves the interval.
+    /// let next = c.update(start, u64::from(cfg.ring_size) * 9 / 10, 4000, 0);
+    /// assert_eq!(next, start / 2);
+    /// ```
     pub fn update(&mut self, now_us: u64, max_ring_fill: u64, total_reaped: u64, ring_full_events: u64) -> u64 {
         let elapsed_us = now_us.saturating_sub(self.last_us);
         self.last_us = self.last_us.max(now_us);

@@ -22,6 +22,14 @@ impl Fixed {
     }
 
     /// Ignores the sample: that is the point of FIXED.
+    ///
+    /// ```
+    /// use vmig::reaper::{fixed::Fixed, Policy, ReaperConfig, Sample};
+    /// let mut f = Fixed::new(&ReaperConfig::with_policy(Policy::Fixed));
+    /// assert_eq!(f.initial_us(), 1_000_000);
+    /// let full = Sample { max_ring_fill: 4096, total_reaped: 4096, ring_full_events: 3, elapsed_us: 1_000_000 };
+    /// assert_eq!(f.update(&full), 1_000_000, "even after ring-full exits");
+    /// ```
     pub fn update(&mut self, _s: &Sample) -> u64 {
         self.interval_us
     }

@@ -24,12 +24,26 @@ pub struct Kick {
 
 impl Kick {
     /// A fresh, un-kicked event.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let k = vmig::reaper::Kick::new();
+    /// assert!(!k.wait(Duration::from_millis(1)), "not kicked: times out");
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Sleeps up to `timeout`; returns `true` (and consumes the kick) if
     /// kicked before or during the sleep, `false` on timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let k = vmig::reaper::Kick::new();
+    /// k.kick();
+    /// assert!(k.wait(Duration::from_secs(10)), "kicked before the wait: returns at once");
+    /// assert!(!k.wait(Duration::from_millis(1)), "the kick was consumed");
+    /// ```
     pub fn wait(&self, timeout: Duration) -> bool {
         let deadline = Instant::now().checked_add(timeout);
         let mut kicked = self.kicked.lock();
@@ -47,6 +61,14 @@ impl Kick {
     }
 
     /// Wakes the waiter, or makes its next `wait` return at once.
+    ///
+    /// ```
+    /// use std::{sync::Arc, time::Duration};
+    /// let k = Arc::new(vmig::reaper::Kick::new());
+    /// let t = { let k = k.clone(); std::thread::spawn(move || k.kick()) };
+    /// assert!(k.wait(Duration::from_secs(10)));
+    /// t.join().unwrap();
+    /// ```
     pub fn kick(&self) {
         let mut kicked = self.kicked.lock();
         *kicked = true;

@@ -54,6 +54,16 @@ impl Levels {
     }
 
     /// One reap: moves the level as the patch does, returns its sleep.
+    ///
+    /// ```
+    /// use vmig::reaper::{levels::Levels, Policy, ReaperConfig, Sample};
+    /// let mut l = Levels::new(&ReaperConfig::with_policy(Policy::Levels));
+    /// assert_eq!((l.level(), l.initial_us()), (0, 1_000_000));
+    /// // A ring-full exit raises the level by one: the patch's 500 ms.
+    /// let exit = Sample { max_ring_fill: 4096, total_reaped: 4096, ring_full_events: 1, elapsed_us: 1_000_000 };
+    /// assert_eq!(l.update(&exit), 500_000);
+    /// assert_eq!(l.level(), 1);
+    /// ```
     pub fn update(&mut self, s: &Sample) -> u64 {
         let max = LEVELS - 1;
         if s.ring_full_events > 0 {

@@ -54,6 +54,14 @@ pub struct Reaper {
 
 impl Reaper {
     /// Validates `cfg` and creates a reaper.
+    ///
+    /// ```
+    /// use vmig::reaper::{Reaper, ReaperConfig};
+    /// let reaper = Reaper::new(&ReaperConfig::default()).unwrap();
+    /// assert!(reaper.interval_us() > 0);
+    /// let bad = ReaperConfig { ring_size: 0, ..ReaperConfig::default() };
+    /// assert!(Reaper::new(&bad).is_err());
+    /// ```
     pub fn new(cfg: &ReaperConfig) -> Result<Self> {
         let epoch = Instant::now();
         Ok(Reaper { epoch, ctl: Mutex::new(Controller::new(cfg, 0)?), kick: Kick::new() })
@@ -65,24 +73,53 @@ impl Reaper {
 
     /// Records a reap (see [`Controller::update`]) now; returns the next
     /// interval in microseconds.
+    ///
+    /// ```
+    /// use vmig::reaper::{Policy, Reaper, ReaperConfig};
+    /// let reaper = Reaper::new(&ReaperConfig::with_policy(Policy::Fixed)).unwrap();
+    /// // The fullest ring held 100 entries, 250 were reaped, no ring-full exit.
+    /// assert_eq!(reaper.update(100, 250, 0), 1_000_000, "FIXED: QEMU's 1 s");
+    /// ```
     pub fn update(&self, max_ring_fill: u64, total_reaped: u64, ring_full_events: u64) -> u64 {
         let now = self.now_us();
         self.ctl.lock().update(now, max_ring_fill, total_reaped, ring_full_events)
     }
 
     /// The interval `wait` sleeps now, microseconds.
+    ///
+    /// ```
+    /// use vmig::reaper::{Policy, Reaper, ReaperConfig};
+    /// let reaper = Reaper::new(&ReaperConfig::with_policy(Policy::Fixed)).unwrap();
+    /// assert_eq!(reaper.interval_us(), 1_000_000);
+    /// ```
     pub fn interval_us(&self) -> u64 {
         self.ctl.lock().interval_us()
     }
 
     /// Sleeps the current interval; `true` if woken early by [`kick`](Self::kick)
     /// (or a kick came since the last wait), `false` on timeout.
+    ///
+    /// ```
+    /// use vmig::reaper::{Reaper, ReaperConfig};
+    /// let reaper = Reaper::new(&ReaperConfig::default()).unwrap();
+    /// reaper.kick(); // sticky: the next wait returns at once
+    /// assert!(reaper.wait());
+    /// ```
     pub fn wait(&self) -> bool {
         let iv = self.interval_us();
         self.kick.wait(Duration::from_micros(iv))
     }
 
     /// Ends the current (or next) `wait` early. Any thread.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use vmig::reaper::{Reaper, ReaperConfig};
+    /// let reaper = Arc::new(Reaper::new(&ReaperConfig::default()).unwrap());
+    /// let vcpu = { let r = reaper.clone(); std::thread::spawn(move || r.kick()) };
+    /// vcpu.join().unwrap(); // a vCPU hit a ring-full exit
+    /// assert!(reaper.wait(), "woken by the kick, not the timeout");
+    /// ```
     pub fn kick(&self) {
         self.kick.kick();
     }

@@ -71,16 +71,25 @@ impl Predictive {
     }
 
     /// One reap.
+    ///
+    /// ```
+    /// use vmig::reaper::{predictive::Predictive, Policy, ReaperConfig, Sample};
+    /// let mut p = Predictive::new(&ReaperConfig::with_policy(Policy::Predictive));
+    /// assert_eq!(p.initial_us(), 10_000, "the probe");
+    /// // The probe found 204 entries in the fullest ring: 20 400 entries/s, so
+    /// // half the 4096-entry ring (the target) fills in about 100 ms.
+    /// let s = Sample { max_ring_fill: 204, total_reaped: 300, ring_full_events: 0, elapsed_us: 10_000 };
+    /// let next = p.update(&s);
+    /// assert!((100_000..=101_000).contains(&next), "{next}");
+    /// assert!((p.rate_per_sec() - 20_400.0).abs() < 1.0);
+    /// ```
     pub fn update(&mut self, s: &Sample) -> u64 {
         // A rate is measured over at least the minimum interval. Entries
         // arrive in batches (a PML buffer flush, a vCPU catching up after a
         // stall), so over a few microseconds - a reap right after a kicked
         // one - one batch reads as a huge rate; no interval shorter than
-        // the minimum can be chosen anyway. Measured: without this floor a
-        // back-to-back reap under load (sticky kick) read ~200 entries in
-        // ~50 us, pinned the interval at 1 ms and the bursty profile ran at
-        // 402 wake-ups/s instead of ~85 (`cargo bench --bench reaper`,
-        // load 12).
+        // the minimum can be chosen anyway. Measured in docs/controllers.md
+        // ("Why the defaults").
         let elapsed = s.elapsed_us.max(self.min_us) as f64;
         let mut fill = s.max_ring_fill as f64;
         if s.ring_full_events > 0 {

@@ -1,7 +1,10 @@
 //! Bounded lockless pointer ring: single- or multi-producer, single consumer.
 //!
-//! The algorithm, its index encoding and its memory-ordering argument are in
-//! [`raw`]. This module is the safe Rust face of it: the split into producer
+//! The algorithm (kfifo indices, DPDK's multi-producer claim, ptr_ring's
+//! NULL slots, rtrb's cached indices), its index encoding and its
+//! memory-ordering argument are in the module doc of `src/ring/raw/mod.rs`;
+//! the benchmark against rtrb, crossbeam and std is in docs/ring.md. This
+//! module is the safe Rust face of it: the split into producer
 //! and consumer handles makes the single-consumer rule (and, for
 //! [`spsc`], the single-producer rule) a property of the types, so safe code
 //! cannot break it.
@@ -125,12 +128,32 @@ impl<T: RingItem> Drop for Shared<T> {
 
 /// Creates a single-producer, single-consumer ring of `capacity` slots
 /// (a power of two in 2..=2^30); it holds `capacity` items.
+///
+/// ```
+/// let (mut tx, rx) = vmig::ring::spsc::<Box<u32>>(2).unwrap();
+/// tx.enqueue(Box::new(7)).unwrap();
+/// assert_eq!(*rx.dequeue().unwrap(), 7);
+/// assert!(vmig::ring::spsc::<Box<u32>>(3).is_err(), "not a power of two");
+/// ```
 pub fn spsc<T: RingItem>(capacity: u32) -> Result<(Producer<T>, Consumer<T>)> {
     spsc_at(capacity, 0)
 }
 
 /// Creates a multi-producer, single-consumer ring of `capacity` slots
 /// (a power of two in 2..=2^30); it holds `capacity` items.
+///
+/// ```
+/// let (tx, rx) = vmig::ring::mpsc::<Box<u32>>(4).unwrap();
+/// std::thread::scope(|s| {
+///     for i in 0..2 {
+///         let tx = tx.clone();
+///         s.spawn(move || tx.enqueue(Box::new(i)).unwrap());
+///     }
+/// });
+/// let mut got = [*rx.dequeue().unwrap(), *rx.dequeue().unwrap()];
+/// got.sort();
+/// assert_eq!(got, [0, 1]);
+/// ```
 pub fn mpsc<T: RingItem>(capacity: u32) -> Result<(MpProducer<T>, Consumer<T>)> {
     mpsc_at(capacity, 0)
 }
@@ -223,6 +246,13 @@ impl<T: RingItem> Producer<T> {
     }
 
     /// Enqueues `item`, or gives it back when the ring is full.
+    ///
+    /// ```
+    /// let (mut tx, _rx) = vmig::ring::spsc::<Box<u8>>(2).unwrap();
+    /// tx.enqueue(Box::new(1)).unwrap();
+    /// tx.enqueue(Box::new(2)).unwrap();
+    /// assert_eq!(tx.enqueue(Box::new(3)), Err(Box::new(3)), "full: the item comes back");
+    /// ```
     #[inline]
     pub fn enqueue(&mut self, item: T) -> std::result::Result<(), T> {
         let p = item.into_ptr();
@@ -239,6 +269,14 @@ impl<T: RingItem> Producer<T> {
 
     /// Enqueues items from the front of `items` while there is room; returns
     /// how many moved (they are removed from `items`; the rest stay, in order).
+    ///
+    /// ```
+    /// let (mut tx, rx) = vmig::ring::spsc::<Box<u8>>(2).unwrap();
+    /// let mut items = vec![Box::new(1), Box::new(2), Box::new(3)];
+    /// assert_eq!(tx.enqueue_burst(&mut items), 2);
+    /// assert_eq!(items, [Box::new(3)], "what did not fit stays");
+    /// assert_eq!(rx.dequeue(), Some(Box::new(1)));
+    /// ```
     pub fn enqueue_burst(&mut self, items: &mut Vec<T>) -> u32 {
         let want = u32::try_from(items.len()).unwrap_or(u32::MAX);
         // SAFETY: `raw` is live while `shared` is.
@@ -250,11 +288,22 @@ impl<T: RingItem> Producer<T> {
     }
 
     /// Items queued (a snapshot).
+    ///
+    /// ```
+    /// let (mut tx, _rx) = vmig::ring::spsc::<Box<u8>>(4).unwrap();
+    /// tx.enqueue(Box::new(1)).unwrap();
+    /// assert_eq!(tx.count(), 1);
+    /// ```
     pub fn count(&self) -> u32 {
         self.raw().count()
     }
 
     /// Slots in the ring.
+    ///
+    /// ```
+    /// let (tx, _rx) = vmig::ring::spsc::<Box<u8>>(4).unwrap();
+    /// assert_eq!(tx.capacity(), 4);
+    /// ```
     pub fn capacity(&self) -> u32 {
         self.raw().capacity()
     }
@@ -262,6 +311,13 @@ impl<T: RingItem> Producer<T> {
 
 impl<T: RingItem> MpProducer<T> {
     /// Enqueues `item`, or gives it back when the ring is full.
+    ///
+    /// ```
+    /// let (tx, _rx) = vmig::ring::mpsc::<Box<u8>>(2).unwrap();
+    /// tx.enqueue(Box::new(1)).unwrap();
+    /// tx.clone().enqueue(Box::new(2)).unwrap();
+    /// assert_eq!(tx.enqueue(Box::new(3)), Err(Box::new(3)), "full: the item comes back");
+    /// ```
     pub fn enqueue(&self, item: T) -> std::result::Result<(), T> {
         let p = item.into_ptr();
         // SAFETY: an MP ring allows concurrent enqueues.
@@ -274,6 +330,14 @@ impl<T: RingItem> MpProducer<T> {
 
     /// Enqueues items from the front of `items` while there is room, as one
     /// contiguous claim (they stay adjacent in the ring); returns how many.
+    ///
+    /// ```
+    /// let (tx, rx) = vmig::ring::mpsc::<Box<u8>>(2).unwrap();
+    /// let mut items = vec![Box::new(1), Box::new(2), Box::new(3)];
+    /// assert_eq!(tx.enqueue_burst(&mut items), 2);
+    /// assert_eq!(items, [Box::new(3)], "what did not fit stays");
+    /// assert_eq!(rx.dequeue(), Some(Box::new(1)));
+    /// ```
     pub fn enqueue_burst(&self, items: &mut Vec<T>) -> u32 {
         let want = u32::try_from(items.len()).unwrap_or(u32::MAX);
         // SAFETY: an MP ring allows concurrent enqueues. The ring asks for
@@ -284,11 +348,22 @@ impl<T: RingItem> MpProducer<T> {
     }
 
     /// Items queued (a snapshot).
+    ///
+    /// ```
+    /// let (tx, _rx) = vmig::ring::mpsc::<Box<u8>>(4).unwrap();
+    /// tx.enqueue(Box::new(1)).unwrap();
+    /// assert_eq!(tx.count(), 1);
+    /// ```
     pub fn count(&self) -> u32 {
         self.shared.raw().count()
     }
 
     /// Slots in the ring.
+    ///
+    /// ```
+    /// let (tx, _rx) = vmig::ring::mpsc::<Box<u8>>(16).unwrap();
+    /// assert_eq!(tx.capacity(), 16);
+    /// ```
     pub fn capacity(&self) -> u32 {
         self.shared.raw().capacity()
     }
@@ -321,6 +396,13 @@ impl<T: RingItem> Consumer<T> {
     }
 
     /// Dequeues the oldest ready item.
+    ///
+    /// ```
+    /// let (mut tx, rx) = vmig::ring::spsc::<Box<u8>>(2).unwrap();
+    /// assert!(rx.dequeue().is_none());
+    /// tx.enqueue(Box::new(9)).unwrap();
+    /// assert_eq!(rx.dequeue(), Some(Box::new(9)));
+    /// ```
     #[inline]
     pub fn dequeue(&self) -> Option<T> {
         let mut cur = self.cur.get();
@@ -333,6 +415,14 @@ impl<T: RingItem> Consumer<T> {
     }
 
     /// Dequeues up to `max` ready items onto the end of `out`; returns how many.
+    ///
+    /// ```
+    /// let (mut tx, rx) = vmig::ring::spsc::<Box<u8>>(4).unwrap();
+    /// tx.enqueue_burst(&mut vec![Box::new(1), Box::new(2), Box::new(3)]);
+    /// let mut out = Vec::new();
+    /// assert_eq!(rx.dequeue_burst(&mut out, 2), 2);
+    /// assert_eq!(out, [Box::new(1), Box::new(2)]);
+    /// ```
     pub fn dequeue_burst(&self, out: &mut Vec<T>, max: u32) -> u32 {
         let max = max.min(self.capacity());
         // Reserve first, so the pushes below cannot reallocate (and panic).
@@ -343,16 +433,34 @@ impl<T: RingItem> Consumer<T> {
     }
 
     /// Items queued (a snapshot).
+    ///
+    /// ```
+    /// let (mut tx, rx) = vmig::ring::spsc::<Box<u8>>(4).unwrap();
+    /// tx.enqueue(Box::new(1)).unwrap();
+    /// assert_eq!(rx.count(), 1);
+    /// ```
     pub fn count(&self) -> u32 {
         self.raw().count()
     }
 
     /// Whether no item is queued (a snapshot).
+    ///
+    /// ```
+    /// let (mut tx, rx) = vmig::ring::spsc::<Box<u8>>(2).unwrap();
+    /// assert!(rx.is_empty());
+    /// tx.enqueue(Box::new(1)).unwrap();
+    /// assert!(!rx.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.count() == 0
     }
 
     /// Slots in the ring.
+    ///
+    /// ```
+    /// let (_tx, rx) = vmig::ring::spsc::<Box<u8>>(8).unwrap();
+    /// assert_eq!(rx.capacity(), 8);
+    /// ```
     pub fn capacity(&self) -> u32 {
         self.raw().capacity()
     }

@@ -21,12 +21,10 @@
 //! max(cycle, CARRY_FLOOR_NS)` either way, `cycle` being one throttle cycle
 //! (`timeslice + nominal`, QEMU's timer period `timeslice / (1 - pct)`).
 //! The floor exists because scheduling latency on a busy host is not a
-//! pathological period and must be credited in full: at 10% the nominal
-//! sleep is 1.1 ms (one cycle 11 ms), yet throttle wake-ups measured up to
-//! 60 ms late with load average 10 on the 2-core CI machine. (Credit not
-//! yet paid back when a measurement window closes still shows as extra
-//! sleep in that window, which is why the accuracy bench runs whole
-//! seconds per target.)
+//! pathological period and must be credited in full (measured in
+//! docs/controllers.md, "Why the defaults"). Credit not yet paid back when
+//! a measurement window closes still shows as extra sleep in that window,
+//! which is why the accuracy bench runs whole seconds per target.
 //!
 //! A change of percentage starts a new regime at the first call that sees
 //! it: the debt is dropped (it was owed under the old share), a run in
@@ -34,8 +32,8 @@
 //! carries nothing forward.
 
 /// Smallest bound on the carried debt or credit: 100 ms, above the latest
-/// throttle wake-up measured on the loaded CI machine (60 ms at load
-/// average 10) and far below the pauses the bound is for (seconds).
+/// throttle wake-up measured on a loaded host and far below the pauses the
+/// bound is for (seconds); docs/controllers.md, "Why the defaults".
 pub const CARRY_FLOOR_NS: u64 = 100_000_000;
 
 /// Where a vCPU is in its cycle.

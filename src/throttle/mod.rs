@@ -69,6 +69,11 @@ impl std::fmt::Debug for Throttle {
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock `vcpu_run` uses, and the one a
 /// caller mixing `vcpu_run` with the `_ns` calls must pass.
+///
+/// ```
+/// let a = vmig::throttle::monotonic_ns();
+/// assert!(vmig::throttle::monotonic_ns() >= a);
+/// ```
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC exists on
@@ -82,6 +87,13 @@ impl Throttle {
     /// A throttle for `nr_vcpus` vCPUs (1..=[`MAX_VCPUS`]) running
     /// `timeslice_ns` (> 0; QEMU uses [`QEMU_TIMESLICE_NS`]) between sleeps.
     /// Starts off (0%).
+    ///
+    /// ```
+    /// use vmig::throttle::{Throttle, QEMU_TIMESLICE_NS};
+    /// let t = Throttle::new(4, QEMU_TIMESLICE_NS).unwrap();
+    /// assert_eq!(t.get(), 0);
+    /// assert!(Throttle::new(0, QEMU_TIMESLICE_NS).is_err());
+    /// ```
     pub fn new(nr_vcpus: u32, timeslice_ns: u64) -> Result<Self> {
         if nr_vcpus == 0 || nr_vcpus > MAX_VCPUS {
             return Err(Error::InvalidArgument("nr_vcpus must be in 1..=65536"));
@@ -108,6 +120,11 @@ impl Throttle {
     }
 
     /// Number of vCPUs.
+    ///
+    /// ```
+    /// let t = vmig::throttle::Throttle::new(3, vmig::throttle::QEMU_TIMESLICE_NS).unwrap();
+    /// assert_eq!(t.nr_vcpus(), 3);
+    /// ```
     pub fn nr_vcpus(&self) -> u32 {
         self.vcpus.len() as u32
     }
@@ -115,6 +132,13 @@ impl Throttle {
     /// Sets the throttle: 0 (off) or 1..=99 percent of each vCPU's time
     /// spent asleep. A change wakes vCPUs sleeping in [`vcpu_run`](Self::vcpu_run)
     /// so the new value applies at once. Any thread.
+    ///
+    /// ```
+    /// let t = vmig::throttle::Throttle::new(1, vmig::throttle::QEMU_TIMESLICE_NS).unwrap();
+    /// t.set(20).unwrap(); // QEMU's cpu-throttle-initial
+    /// assert_eq!(t.get(), 20);
+    /// assert!(t.set(100).is_err(), "at 100% a vCPU would never run");
+    /// ```
     pub fn set(&self, pct: u32) -> Result<()> {
         if pct > MAX_PCT {
             return Err(Error::InvalidArgument("throttle percentage must be 0..=99"));
@@ -140,6 +164,11 @@ impl Throttle {
     }
 
     /// The current percentage. Any thread.
+    ///
+    /// ```
+    /// let t = vmig::throttle::Throttle::new(1, vmig::throttle::QEMU_TIMESLICE_NS).unwrap();
+    /// assert_eq!(t.get(), 0, "starts off");
+    /// ```
     pub fn get(&self) -> u32 {
         self.setting().pct
     }
@@ -152,6 +181,16 @@ impl Throttle {
     /// Thread-safety: any thread; calls for one vCPU are serialised by its
     /// own mutex and should come from that vCPU's thread or timer (two
     /// callers interleaving on one vCPU would each see the other's phase).
+    ///
+    /// ```
+    /// // 50% with a 10 ms timeslice, on the caller's own clock (ns).
+    /// let t = vmig::throttle::Throttle::new(1, 10_000_000).unwrap();
+    /// t.set(50).unwrap();
+    /// let due = t.vcpu_next_ns(0, 0).unwrap(); // starts running at 0
+    /// assert_eq!(due, 10_000_000);
+    /// // The timer fired on time: 10 ms of run owe 10 ms of sleep.
+    /// assert_eq!(t.vcpu_sleep_ns(0, due).unwrap(), 10_000_000);
+    /// ```
     pub fn vcpu_sleep_ns(&self, vcpu: u32, now_ns: u64) -> Result<u64> {
         let s = self.setting();
         Ok(self.slot(vcpu)?.account.lock().begin_sleep(now_ns, &s))
@@ -162,6 +201,13 @@ impl Throttle {
     /// ns on the caller's clock, or `u64::MAX` when the throttle is off.
     ///
     /// Thread-safety: as [`vcpu_sleep_ns`](Self::vcpu_sleep_ns).
+    ///
+    /// ```
+    /// let t = vmig::throttle::Throttle::new(1, 10_000_000).unwrap();
+    /// assert_eq!(t.vcpu_next_ns(0, 0).unwrap(), u64::MAX, "off: no timer");
+    /// t.set(50).unwrap();
+    /// assert_eq!(t.vcpu_next_ns(0, 0).unwrap(), 10_000_000);
+    /// ```
     pub fn vcpu_next_ns(&self, vcpu: u32, now_ns: u64) -> Result<u64> {
         let s = self.setting();
         Ok(self.slot(vcpu)?.account.lock().end_sleep(now_ns, &s))
@@ -174,6 +220,14 @@ impl Throttle {
     /// Thread-safety: from `vcpu`'s own thread, one call at a time per vCPU;
     /// different vCPUs' threads call concurrently without sharing a cache
     /// line. Uses CLOCK_MONOTONIC ([`monotonic_ns`]).
+    ///
+    /// ```
+    /// let t = vmig::throttle::Throttle::new(1, vmig::throttle::QEMU_TIMESLICE_NS).unwrap();
+    /// assert!(!t.vcpu_run(0).unwrap(), "off: returns at once");
+    /// t.set(50).unwrap();
+    /// assert!(!t.vcpu_run(0).unwrap(), "first call: starts measuring, owes nothing yet");
+    /// assert!(t.vcpu_run(1).is_err(), "no vCPU 1");
+    /// ```
     pub fn vcpu_run(&self, vcpu: u32) -> Result<bool> {
         let slot = self.slot(vcpu)?;
         let s = self.setting();
@@ -209,12 +263,28 @@ impl Throttle {
     /// its next one at once if it is not sleeping (the kick is kept until a
     /// sleep consumes it). The time not slept is owed later (at most one
     /// throttle cycle, and at least 100 ms, is carried). Any thread.
+    ///
+    /// ```
+    /// let t = vmig::throttle::Throttle::new(1, vmig::throttle::QEMU_TIMESLICE_NS).unwrap();
+    /// t.set(99).unwrap();
+    /// t.vcpu_run(0).unwrap(); // starts measuring
+    /// t.kick(0).unwrap(); // e.g. vm_stop: the next sleep ends at once
+    /// std::thread::sleep(std::time::Duration::from_millis(12)); // past the timeslice
+    /// assert!(t.vcpu_run(0).unwrap(), "the sleep was cut short by the kick");
+    /// ```
     pub fn kick(&self, vcpu: u32) -> Result<()> {
         self.slot(vcpu)?.park.kick();
         Ok(())
     }
 
     /// Drops a pending kick of `vcpu`; true if there was one.
+    ///
+    /// ```
+    /// let t = vmig::throttle::Throttle::new(1, vmig::throttle::QEMU_TIMESLICE_NS).unwrap();
+    /// t.kick(0).unwrap();
+    /// assert!(t.clear_kick(0).unwrap());
+    /// assert!(!t.clear_kick(0).unwrap());
+    /// ```
     pub fn clear_kick(&self, vcpu: u32) -> Result<bool> {
         Ok(self.slot(vcpu)?.park.take_kick())
     }

@@ -11,10 +11,9 @@ use crate::sync::Ordering;
 /// Backoff after a producer loses the CAS on `prod` to another producer:
 /// 1, 2, 4, … `1 << CLAIM_SPIN_LIMIT` spin-loop hints. Retrying at once
 /// pulls the contended cache line back before the winner has stored its
-/// slot. The limit is crossbeam-utils' `Backoff` spin limit; with it the
-/// 2-producer benchmark (`cargo bench --bench ring -- mpsc`) moved from
-/// 25 to 31 Mitems/s (median of 7, unpinned) against a single hint per
-/// retry. Under loom one hint (a yield) per retry keeps the models small.
+/// slot. The limit is crossbeam-utils' `Backoff` spin limit, measured in
+/// docs/ring.md ("What changed since the first version"). Under loom one
+/// hint (a yield) per retry keeps the models small.
 const CLAIM_SPIN_LIMIT: u32 = if cfg!(loom) { 0 } else { 6 };
 
 struct ClaimBackoff(u32);
