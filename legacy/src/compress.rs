@@ -49,6 +49,8 @@ use flate2::{Compress, Compression, FlushCompress, Status};
 use vmig::pool::CompStats;
 use vmig::{Error, Result};
 
+use crate::engine::{CompressEngine, CompressedPage};
+
 /// QEMU's `enum CompressResult`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CompressResult {
@@ -121,27 +123,26 @@ pub struct LegacyResult {
     worker: u32,
 }
 
-impl LegacyResult {
-    /// The key given to `submit`.
-    pub fn key(&self) -> u64 {
+impl CompressedPage for LegacyResult {
+    fn key(&self) -> u64 {
         self.key
     }
-    /// The opaque value given to `submit`.
-    pub fn opaque(&self) -> usize {
+    fn opaque(&self) -> usize {
         self.opaque
     }
-    /// The zlib stream (empty for zero and failed pages).
-    pub fn data(&self) -> &[u8] {
+    fn data(&self) -> &[u8] {
         &self.data
     }
-    /// Whether the page was all zero.
-    pub fn is_zero_page(&self) -> bool {
+    fn is_zero_page(&self) -> bool {
         self.zero_page
     }
     /// 0, or `-EIO` when compression failed.
-    pub fn status(&self) -> i32 {
+    fn status(&self) -> i32 {
         self.status
     }
+}
+
+impl LegacyResult {
     /// The thread that compressed it.
     pub fn worker(&self) -> u32 {
         self.worker
@@ -315,13 +316,23 @@ impl LegacyComp {
         });
     }
 
+    /// Number of compression threads.
+    pub fn threads(&self) -> u32 {
+        self.threads.len() as u32
+    }
+}
+
+/// The QEMU 7.2 functions behind each step of the engine's shape.
+impl CompressEngine for LegacyComp {
+    type Page = LegacyResult;
+
     /// `compress_page_with_multi_thread()`. `Err(Error::Busy)` when no
     /// thread is idle and `wait` is false (QEMU returns -1 and sends the page
     /// uncompressed).
     ///
     /// # Safety
     /// `page` is readable for `page_size` bytes until its result is returned.
-    pub unsafe fn submit(&mut self, page: *const u8, key: u64, opaque: usize, wait: bool) -> Result<()> {
+    unsafe fn submit(&mut self, page: *const u8, key: u64, opaque: usize, wait: bool) -> Result<()> {
         if page.is_null() {
             return Err(Error::InvalidArgument("page is NULL"));
         }
@@ -354,13 +365,13 @@ impl LegacyComp {
     }
 
     /// Takes a result already sent by `submit`/`flush`.
-    pub fn poll(&mut self) -> Option<LegacyResult> {
+    fn poll(&mut self) -> Option<LegacyResult> {
         self.ready.pop_front()
     }
 
     /// Takes a result, waiting on `comp_done_cond` for a busy thread to
     /// finish when none is queued; `None` when nothing is in flight.
-    pub fn wait_result(&mut self) -> Option<LegacyResult> {
+    fn wait_result(&mut self) -> Option<LegacyResult> {
         if let Some(r) = self.ready.pop_front() {
             return Some(r);
         }
@@ -388,12 +399,12 @@ impl LegacyComp {
     }
 
     /// Returns a result's buffer for reuse.
-    pub fn release(&mut self, r: LegacyResult) {
+    fn release(&mut self, r: LegacyResult) {
         self.spare.push(r.data);
     }
 
     /// `flush_compressed_data()`.
-    pub fn flush(&mut self) -> Result<()> {
+    fn flush(&mut self) -> Result<()> {
         let shared = self.shared.clone();
         let mut done = shared.comp_done_lock.lock().unwrap();
         for idx in 0..shared.params.len() {
@@ -415,13 +426,15 @@ impl LegacyComp {
     }
 
     /// The counters so far, in vmig's shape.
-    pub fn stats(&self) -> CompStats {
+    fn stats(&self) -> CompStats {
         self.stats.clone()
     }
 
-    /// Number of compression threads.
-    pub fn threads(&self) -> u32 {
-        self.threads.len() as u32
+    /// QEMU 7.2's threads take whichever page comes next: two copies of one
+    /// page may finish out of order (hence `flush_compressed_data` at the
+    /// end of each round in `find_dirty_block`).
+    fn ordered_per_key(&self) -> bool {
+        false
     }
 }
 

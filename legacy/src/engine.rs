@@ -3,7 +3,9 @@
 //! [`LegacyComp`](crate::LegacyComp). Both are driven by one submitting
 //! thread in the same shape (submit a page, collect results with `poll` or
 //! `wait_result`, hand each result back with `release`), so the pool
-//! benchmark and `vmig-sim` each drive them with one loop.
+//! benchmark and `vmig-sim` each drive them with one loop. The replica
+//! implements the trait directly; vmig's pool through the forwarding impl
+//! below (its API is vmig's own).
 //!
 //! ```
 //! use vmig_legacy::{CompressEngine, CompressedPage, LegacyComp};
@@ -30,7 +32,6 @@
 use vmig::pool::{CompPool, CompResult, CompStats};
 use vmig::Result;
 
-use crate::compress::{LegacyComp, LegacyResult};
 
 /// One compressed page handed back by a [`CompressEngine`].
 pub trait CompressedPage {
@@ -95,24 +96,6 @@ impl CompressedPage for CompResult {
     }
 }
 
-impl CompressedPage for LegacyResult {
-    fn key(&self) -> u64 {
-        LegacyResult::key(self)
-    }
-    fn opaque(&self) -> usize {
-        LegacyResult::opaque(self)
-    }
-    fn data(&self) -> &[u8] {
-        LegacyResult::data(self)
-    }
-    fn is_zero_page(&self) -> bool {
-        LegacyResult::is_zero_page(self)
-    }
-    fn status(&self) -> i32 {
-        LegacyResult::status(self)
-    }
-}
-
 impl CompressEngine for CompPool {
     type Page = CompResult;
 
@@ -138,34 +121,5 @@ impl CompressEngine for CompPool {
     /// vmig's pool hands one key's pages to one worker in order.
     fn ordered_per_key(&self) -> bool {
         true
-    }
-}
-
-impl CompressEngine for LegacyComp {
-    type Page = LegacyResult;
-
-    unsafe fn submit(&mut self, page: *const u8, key: u64, opaque: usize, wait: bool) -> Result<()> {
-        // SAFETY: forwarded contract.
-        unsafe { LegacyComp::submit(self, page, key, opaque, wait) }
-    }
-    fn poll(&mut self) -> Option<LegacyResult> {
-        LegacyComp::poll(self)
-    }
-    fn wait_result(&mut self) -> Option<LegacyResult> {
-        LegacyComp::wait_result(self)
-    }
-    fn release(&mut self, page: LegacyResult) {
-        LegacyComp::release(self, page)
-    }
-    fn flush(&mut self) -> Result<()> {
-        LegacyComp::flush(self)
-    }
-    fn stats(&self) -> CompStats {
-        LegacyComp::stats(self)
-    }
-    /// QEMU 7.2's threads take whichever page comes next: two copies of one
-    /// page may finish out of order.
-    fn ordered_per_key(&self) -> bool {
-        false
     }
 }
