@@ -103,7 +103,7 @@ pub struct EngineCompressor<E> {
 
 impl<E: CompressEngine> EngineCompressor<E> {
     /// Wraps `engine`; `name` prefixes its error messages.
-    pub fn new(engine: E, name: &'static str) -> Self {
+    pub fn wrap(engine: E, name: &'static str) -> Self {
         EngineCompressor { engine, name }
     }
 
@@ -174,8 +174,8 @@ mod tests {
     /// the engine's message, not Busy: the page must not silently go raw.
     #[test]
     fn a_real_engine_error_is_not_busy() {
-        let mut vmig = VmigComp::vmig(1, 1).unwrap();
-        let mut legacy = LegacyCompressor::legacy(1, 1).unwrap();
+        let mut vmig = VmigComp::new(1, 1).unwrap();
+        let mut legacy = LegacyCompressor::new(1, 1).unwrap();
         for (c, name) in [(&mut vmig as &mut dyn Compressor, "vmig compression pool"), (&mut legacy, "legacy compression threads")] {
             match submit_err(c, std::ptr::null()) {
                 SubmitError::Failed(m) => assert!(m.starts_with(name) && m.contains("NULL"), "{m}"),
@@ -227,7 +227,7 @@ mod tests {
     fn out_of_memory_fails_the_migration_with_its_message() {
         let cfg = SimConfig { stack: Stack::Vmig, mem_bytes: 16 << 20, working_set_bytes: 2 << 20, max_time_s: 30.0, ..SimConfig::default() };
         let pool = CompPool::new(&CompConfig { threads: 1, level: 1, page_size: PAGE_SIZE as u32, ring_depth: 0 }).unwrap();
-        let comp = EngineCompressor::new(OutOfMemoryAfter { pool, ok: 100 }, "vmig compression pool");
+        let comp = EngineCompressor::wrap(OutOfMemoryAfter { pool, ok: 100 }, "vmig compression pool");
         let r = crate::run::run_with_compressor(&cfg, &Corpus::load(), Some(Box::new(comp)), &mut |_| {}).expect("set-up");
         assert_eq!(r.status, "failed", "{}", r.info_migrate());
         let detail = r.status_detail.as_deref().unwrap_or("");

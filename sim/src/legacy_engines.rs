@@ -17,9 +17,9 @@ pub type LegacyCompressor = EngineCompressor<LegacyComp>;
 
 impl EngineCompressor<LegacyComp> {
     /// `threads` legacy compression threads at zlib `level`.
-    pub fn legacy(threads: u32, level: u32) -> Result<Self, String> {
+    pub fn new(threads: u32, level: u32) -> Result<Self, String> {
         LegacyComp::new(threads, level as i32, PAGE_SIZE as u32)
-            .map(|c| EngineCompressor::new(c, "legacy compression threads"))
+            .map(|c| EngineCompressor::wrap(c, "legacy compression threads"))
             .map_err(|e| format!("legacy compression threads: {e}"))
     }
 }

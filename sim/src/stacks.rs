@@ -33,8 +33,8 @@ pub fn compressor(cfg: &SimConfig) -> Result<Option<Box<dyn Compressor>>, String
         return Ok(None);
     }
     Ok(Some(match cfg.stack {
-        Stack::Vmig => Box::new(VmigComp::vmig(cfg.compress_threads, cfg.compress_level)?),
-        Stack::Legacy => Box::new(LegacyCompressor::legacy(cfg.compress_threads, cfg.compress_level)?),
+        Stack::Vmig => Box::new(VmigComp::new(cfg.compress_threads, cfg.compress_level)?),
+        Stack::Legacy => Box::new(LegacyCompressor::new(cfg.compress_threads, cfg.compress_level)?),
     }))
 }
 

@@ -14,9 +14,9 @@ pub type VmigComp = EngineCompressor<CompPool>;
 
 impl EngineCompressor<CompPool> {
     /// A pool of `threads` workers at zlib `level`.
-    pub fn vmig(threads: u32, level: u32) -> Result<Self, String> {
+    pub fn new(threads: u32, level: u32) -> Result<Self, String> {
         let cfg = CompConfig { threads, level: level as i32, page_size: PAGE_SIZE as u32, ring_depth: 0 };
-        CompPool::new(&cfg).map(|p| EngineCompressor::new(p, "vmig compression pool")).map_err(|e| format!("vmig compression pool: {e}"))
+        CompPool::new(&cfg).map(|p| EngineCompressor::wrap(p, "vmig compression pool")).map_err(|e| format!("vmig compression pool: {e}"))
     }
 }
 
