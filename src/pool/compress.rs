@@ -346,11 +346,35 @@ impl CompPool {
     }
 
     /// Pages submitted and not yet returned by `poll`/`wait_result`.
+    ///
+    /// ```
+    /// use vmig::pool::{CompConfig, CompPool};
+    /// let mut pool = CompPool::new(&CompConfig { threads: 1, level: 1, page_size: 4096, ring_depth: 0 }).unwrap();
+    /// let page = vec![0u8; 4096];
+    /// // SAFETY: `page` outlives its result.
+    /// unsafe { pool.submit(page.as_ptr(), 0, 0, true) }.unwrap();
+    /// assert_eq!(pool.in_flight(), 1);
+    /// let r = pool.wait_result().unwrap();
+    /// pool.release(r);
+    /// assert_eq!(pool.in_flight(), 0);
+    /// ```
     pub fn in_flight(&self) -> usize {
         self.engine.in_flight()
     }
 
     /// Most pages that may be in flight; a submit beyond it is `Busy`.
+    ///
+    /// ```
+    /// use vmig::pool::{CompConfig, CompPool};
+    /// let mut pool = CompPool::new(&CompConfig { threads: 1, level: 1, page_size: 4096, ring_depth: 0 }).unwrap();
+    /// let page = vec![0u8; 4096];
+    /// for _ in 0..pool.max_pending() {
+    ///     // SAFETY: `page` outlives the pool.
+    ///     unsafe { pool.submit(page.as_ptr(), 0, 0, true) }.unwrap();
+    /// }
+    /// // SAFETY: as above.
+    /// assert_eq!(unsafe { pool.submit(page.as_ptr(), 0, 0, true) }, Err(vmig::Error::Busy), "collect first");
+    /// ```
     pub fn max_pending(&self) -> usize {
         self.engine.max_in_flight()
     }

@@ -49,6 +49,13 @@ impl Default for CompConfig {
 
 impl CompConfig {
     /// Checks every field; returns the effective ring depth.
+    ///
+    /// ```
+    /// use vmig::pool::CompConfig;
+    /// let ok = CompConfig { threads: 2, level: 1, page_size: 4096, ring_depth: 0 };
+    /// assert!(ok.validate().is_ok());
+    /// assert!(CompConfig { page_size: 1000, ..ok }.validate().is_err(), "not a power of two");
+    /// ```
     pub fn validate(&self) -> Result<u32> {
         check_threads(self.threads)?;
         if !(0..=9).contains(&self.level) {

@@ -126,6 +126,12 @@ impl DecompPool {
     }
 
     /// Largest input accepted: `compressBound(page_size)`.
+    ///
+    /// ```
+    /// use vmig::pool::{compress_bound, DecompPool};
+    /// let pool = DecompPool::new(1, 4096).unwrap();
+    /// assert_eq!(pool.max_input(), compress_bound(4096));
+    /// ```
     pub fn max_input(&self) -> usize {
         self.max_input
     }

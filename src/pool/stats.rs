@@ -26,6 +26,11 @@ pub struct CompStats {
 
 impl CompStats {
     /// `bytes_out / bytes_in` (QEMU shows its inverse as "compression rate").
+    ///
+    /// ```
+    /// let s = vmig::pool::CompStats { bytes_in: 4096, bytes_out: 1024, ..Default::default() };
+    /// assert_eq!(s.ratio(), 0.25); // QEMU's "compression rate" would say 4
+    /// ```
     pub fn ratio(&self) -> f64 {
         if self.bytes_in == 0 {
             0.0
@@ -36,6 +41,11 @@ impl CompStats {
 
     /// Largest relative deviation of one worker's page count from the mean
     /// (0.0 = perfectly even).
+    ///
+    /// ```
+    /// let s = vmig::pool::CompStats { pages_per_worker: vec![90, 110], ..Default::default() };
+    /// assert!((s.worker_spread() - 0.10).abs() < 1e-9, "each worker 10% off the mean");
+    /// ```
     pub fn worker_spread(&self) -> f64 {
         let n = self.pages_per_worker.len();
         let total: u64 = self.pages_per_worker.iter().sum();
