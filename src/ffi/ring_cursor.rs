@@ -1,8 +1,9 @@
 //! The ring entry points only the C API needs. A C caller keeps no
-//! per-thread state, so each side's cursor (`crate::ring::raw::Cursor`) lives in the ring header
-//! (`prod`/`cons_cache`, `cons`/`prod_cache`) and is loaded before and
-//! stored back after each call; the typed Rust API (`crate::ring`) keeps its
-//! cursors in its handles and calls the algorithm directly.
+//! per-thread state, so each side's cursor (`crate::ring::raw::Cursor`)
+//! lives in the ring header (`prod`/`cons_cache`, `cons`/`prod_cache`) and
+//! is loaded before and stored back after each call; the typed Rust API
+//! (`crate::ring`) keeps its cursors in its handles and calls the
+//! algorithm directly.
 
 use std::ptr::NonNull;
 

@@ -484,7 +484,6 @@ impl<T: RingItem> std::fmt::Debug for MpProducer<T> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
