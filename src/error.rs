@@ -51,14 +51,15 @@ impl Error {
         }
     }
 
-    /// Names the failed call and its argument values in an argument error
+    /// Names the failed call (or the values checked) in an argument error
     /// (`EINVAL`), so its message says which value was wrong; any other
     /// error is returned as it is. `call` runs only on that path, so the
     /// hot paths' errors (`Full`, `Busy`) never format or allocate.
     pub fn in_call(self, call: impl FnOnce() -> String) -> Error {
-        match self {
-            Error::InvalidArgument(_) => Error::InCall { call: call(), error: Box::new(self) },
-            other => other,
+        if self.errno() == libc::EINVAL {
+            Error::InCall { call: call(), error: Box::new(self) }
+        } else {
+            self
         }
     }
 

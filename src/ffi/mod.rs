@@ -19,6 +19,7 @@
 
 pub mod comp;
 pub mod decomp;
+mod handle;
 pub mod last_error;
 pub mod reaper;
 pub mod ring;
