@@ -527,9 +527,40 @@ mod tests {
         assert_eq!(e.counters.busy, 1);
     }
 
+    /// A `Work` that counts the live workers: created by `make_work`,
+    /// dropped when its thread's `worker_main` returns. The drop lingers so
+    /// that a worker that was not joined is still counted when `new` returns.
+    struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+    impl Work for Counted {
+        type Job = (u64, i32);
+        fn run(&mut self, _: &mut Self::Job) {}
+        fn fail(_: &mut Self::Job) {}
+    }
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            std::thread::sleep(std::time::Duration::from_millis(if cfg!(miri) { 1 } else { 20 }));
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     #[test]
     fn failed_construction_joins_started_workers() {
-        let r = Engine::new(4, 2, "vmig-test", |i| if i == 2 { Err(Error::OutOfMemory) } else { Ok(Echo) });
+        let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started = std::sync::atomic::AtomicUsize::new(0);
+        let r = Engine::new(4, 2, "vmig-test", |i| {
+            if i == 2 {
+                return Err(Error::OutOfMemory);
+            }
+            live.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(Counted(live.clone()))
+        });
         assert_eq!(r.err(), Some(Error::OutOfMemory));
+        assert_eq!(started.into_inner(), 2, "workers 0 and 1 were started");
+        // Every started worker's thread has exited and dropped its Work
+        // before `new` returned: they were joined, not left running.
+        assert_eq!(live.load(std::sync::atomic::Ordering::SeqCst), 0, "started workers still alive");
+        // The engine's own references (rings, shared state) are gone too.
+        assert_eq!(Arc::strong_count(&live), 1);
     }
 }
