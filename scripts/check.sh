@@ -26,11 +26,11 @@ step "vmig-sim: unit tests and short whole-migration scenarios"
 cargo test --release -p vmig-sim
 
 step "loom models of the pool's sleep/wake hand-off (tests/loom_pool.rs)"
-CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 \
+CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg vmig_loom" LOOM_MAX_PREEMPTIONS=3 \
   cargo test --release --test loom_pool
 
 step "loom models of the ring (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2})"
-LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2} RUSTFLAGS="--cfg loom" \
+LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2} RUSTFLAGS="--cfg vmig_loom" \
   cargo test --release --test loom_ring --target-dir target/loom
 
 step "Miri: ring unit tests and the Miri-sized stress (strict provenance)"

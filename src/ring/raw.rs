@@ -177,7 +177,7 @@ pub struct Cursor {
 /// 2-producer benchmark (`cargo bench --bench ring -- mpsc`) moved from
 /// 25 to 31 Mitems/s (median of 7, unpinned) against a single hint per
 /// retry. Under loom one hint (a yield) per retry keeps the models small.
-const CLAIM_SPIN_LIMIT: u32 = if cfg!(loom) { 0 } else { 6 };
+const CLAIM_SPIN_LIMIT: u32 = if cfg!(vmig_loom) { 0 } else { 6 };
 
 struct ClaimBackoff(u32);
 
@@ -188,7 +188,7 @@ impl ClaimBackoff {
 
     #[inline]
     // Under loom the limit is 0 and the `min` a no-op, on purpose.
-    #[cfg_attr(loom, allow(clippy::unnecessary_min_or_max))]
+    #[cfg_attr(vmig_loom, allow(clippy::unnecessary_min_or_max))]
     fn spin(&mut self) {
         for _ in 0..1u32 << self.0 {
             crate::sync::spin_loop();
