@@ -227,20 +227,32 @@ fn lend(h: &mut CompHandle, r: CompResult, out: &mut vmig_comp_result) {
 /// `pool` is NULL or a live handle; `result` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn vmig_comp_poll(pool: *mut vmig_comp_pool, result: *mut vmig_comp_result) -> i32 {
-    catch_int(|| {
-        let call = || format!("vmig_comp_poll(pool {pool:p}, result {result:p})");
-        // SAFETY: per this function's contract.
-        let h = unsafe { handle::try_mut(pool) }.map_err(|e| e.in_call(call))?;
-        // SAFETY: NULL or writable, per this function's contract.
-        let out = unsafe { result.as_mut() }.ok_or(Error::InvalidArgument("result is NULL").in_call(call))?;
-        match h.pool.poll() {
-            Some(r) => {
-                lend(h, r, out);
-                Ok(1)
-            }
-            None => Ok(0),
+    // SAFETY: per this function's contract.
+    catch_int(|| unsafe { take_result("vmig_comp_poll", pool, result, CompPool::poll) })
+}
+
+/// vmig_comp_poll() and vmig_comp_wait_result(): `next` takes the result.
+///
+/// # Safety
+/// `pool` is NULL or a live handle; `result` is NULL or writable.
+unsafe fn take_result(
+    name: &str,
+    pool: *mut vmig_comp_pool,
+    result: *mut vmig_comp_result,
+    next: impl FnOnce(&mut CompPool) -> Option<CompResult>,
+) -> crate::Result<i32> {
+    let call = || format!("{name}(pool {pool:p}, result {result:p})");
+    // SAFETY: per this function's contract.
+    let h = unsafe { handle::try_mut(pool) }.map_err(|e| e.in_call(call))?;
+    // SAFETY: NULL or writable, per this function's contract.
+    let out = unsafe { result.as_mut() }.ok_or_else(|| Error::InvalidArgument("result is NULL").in_call(call))?;
+    match next(&mut h.pool) {
+        Some(r) => {
+            lend(h, r, out);
+            Ok(1)
         }
-    })
+        None => Ok(0),
+    }
 }
 
 /// Takes one result, sleeping until one is ready.
@@ -254,20 +266,8 @@ pub unsafe extern "C" fn vmig_comp_poll(pool: *mut vmig_comp_pool, result: *mut 
 /// `pool` is NULL or a live handle; `result` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn vmig_comp_wait_result(pool: *mut vmig_comp_pool, result: *mut vmig_comp_result) -> i32 {
-    catch_int(|| {
-        let call = || format!("vmig_comp_wait_result(pool {pool:p}, result {result:p})");
-        // SAFETY: per this function's contract.
-        let h = unsafe { handle::try_mut(pool) }.map_err(|e| e.in_call(call))?;
-        // SAFETY: NULL or writable, per this function's contract.
-        let out = unsafe { result.as_mut() }.ok_or(Error::InvalidArgument("result is NULL").in_call(call))?;
-        match h.pool.wait_result() {
-            Some(r) => {
-                lend(h, r, out);
-                Ok(1)
-            }
-            None => Ok(0),
-        }
-    })
+    // SAFETY: per this function's contract.
+    catch_int(|| unsafe { take_result("vmig_comp_wait_result", pool, result, CompPool::wait_result) })
 }
 
 /// Hands a result's buffer back to the pool; `result->data` becomes invalid.
@@ -344,7 +344,7 @@ pub unsafe extern "C" fn vmig_comp_stats(pool: *const vmig_comp_pool, stats: *mu
         // SAFETY: per this function's contract.
         let h = unsafe { handle::try_ref(pool) }.map_err(|e| e.in_call(call))?;
         // SAFETY: NULL or writable, per this function's contract.
-        let out = unsafe { stats.as_mut() }.ok_or(Error::InvalidArgument("stats is NULL").in_call(call))?;
+        let out = unsafe { stats.as_mut() }.ok_or_else(|| Error::InvalidArgument("stats is NULL").in_call(call))?;
         let s = h.pool.stats();
         let mut per = [0u64; VMIG_COMP_MAX_THREADS];
         for (dst, src) in per.iter_mut().zip(&s.pages_per_worker) {

@@ -179,7 +179,7 @@ box_handle!(vmig_reaper, Reaper, 0x766d_7270);
 #[no_mangle]
 pub unsafe extern "C" fn vmig_reaper_config_default(cfg: *mut vmig_reaper_config) -> i32 {
     catch_int(|| {
-        let cfg = NonNull::new(cfg).ok_or(Error::InvalidArgument("cfg is NULL").in_call(|| "vmig_reaper_config_default(NULL)".into()))?;
+        let cfg = NonNull::new(cfg).ok_or_else(|| Error::InvalidArgument("cfg is NULL").in_call(|| "vmig_reaper_config_default(NULL)".into()))?;
         // SAFETY: writable per the contract; `write` does not read the old value.
         unsafe { cfg.as_ptr().write(to_c(&ReaperConfig::default())) };
         Ok(0)
@@ -201,7 +201,7 @@ pub unsafe extern "C" fn vmig_reaper_config_default(cfg: *mut vmig_reaper_config
 pub unsafe extern "C" fn vmig_reaper_new(cfg: *const vmig_reaper_config) -> *mut vmig_reaper {
     catch_ptr(|| {
         let call = || format!("vmig_reaper_new(cfg {cfg:p})");
-        let c = NonNull::new(cfg.cast_mut()).ok_or(Error::InvalidArgument("cfg is NULL").in_call(call))?;
+        let c = NonNull::new(cfg.cast_mut()).ok_or_else(|| Error::InvalidArgument("cfg is NULL").in_call(call))?;
         // SAFETY: readable per the contract.
         let c = unsafe { from_c(c) }.map_err(|e| e.in_call(call))?;
         Ok(vmig_reaper::new_box(Reaper::new(&c).map_err(|e| e.in_call(call))?))
