@@ -15,7 +15,13 @@ INCLUDEDIR?= $(PREFIX)/include
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 VERSION   := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 SOMAJOR   := 0
-RELDIR    := target/release
+# Cargo's output directory: CARGO_TARGET_DIR when set (packaging
+# environments set it), else target/. Exported so cargo builds where
+# install looks, however it was given (environment or make command line).
+ifneq ($(CARGO_TARGET_DIR),)
+export CARGO_TARGET_DIR
+endif
+RELDIR    := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)/release
 
 .PHONY: all release demo header check c-tests install uninstall clean qemu-check qemu-bench
 

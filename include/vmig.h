@@ -356,6 +356,27 @@ int32_t vmig_decomp_submit(struct vmig_decomp_pool *pool,
 // `pool` is NULL or a live handle.
 int32_t vmig_decomp_wait(struct vmig_decomp_pool *pool);
 
+// Copies the message of the calling thread's last failed vmig call into
+// `buf`: at most `len - 1` bytes and a terminating NUL (an empty string
+// when there is none). Returns the message's full length in bytes without
+// the NUL, so a return value >= `len` means it was truncated; 0 when no
+// vmig call has failed on this thread. `buf` may be NULL (with any `len`)
+// or `len` 0 to ask for the length only.
+//
+// A failed call is one that returned a negative errno, NULL (constructors,
+// with errno set) or its documented fallback for a bad handle or argument.
+// The message names the function and the value that was wrong, e.g.
+// "vmig_ring_new(capacity 1000, flags 0x0): invalid argument: capacity
+// must be a power of two in 2..=2^30". Successful calls leave it in place
+// (as errno): read it right after the call that failed.
+//
+// Thread-safety: may be called from any thread; each thread has its own
+// message, so another thread's failures never change it.
+//
+// # Safety
+// `buf` is NULL or valid for writes of `len` bytes.
+size_t vmig_last_error(char *buf, size_t len);
+
 // Fills `cfg` with the defaults: the policy and tunables measured best
 // (see the README, "Reaper"). ring_size defaults to 4096; set your own.
 //

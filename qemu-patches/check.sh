@@ -3,8 +3,9 @@
 #   1. installs the build dependencies, Debian's stock qemu-system-x86 and
 #      the firmware packages (apt; a deb-src entry is derived from the
 #      existing deb entries when none is configured);
-#   2. fetches Debian's qemu source package and applies the series with
-#      patch --fuzz=0 (any fuzz or reject is fatal);
+#   2. fetches Debian's qemu source package, checks every patch with the
+#      tree's scripts/checkpatch.pl (any error or warning is fatal) and
+#      applies the series with patch --fuzz=0 (any fuzz or reject is fatal);
 #   3. installs libvmig from this repository into the work dir and builds
 #      qemu-system-x86_64 and tests/qtest/migration-test against it;
 #   4. runs every migration-test case with the stock binary (Debian's
@@ -121,6 +122,21 @@ apply_series() {
     touch "$work/patched/.vmig-series-$sum"
 }
 
+# Every patch passes the tree's own scripts/checkpatch.pl (QEMU's review
+# gate): any error or warning fails the check before the long build.
+checkpatch_series() {
+    local p bad=0
+    while read -r p; do
+        case "$p" in ''|'#'*) continue ;; esac
+        if ! (cd "$work/pristine" && perl scripts/checkpatch.pl -q "$series_dir/$p") >&2; then
+            echo "   checkpatch: $p has style problems" >&2
+            bad=1
+        fi
+    done < "$series_dir/series"
+    [ $bad -eq 0 ] || die "scripts/checkpatch.pl rejects the series"
+    log "scripts/checkpatch.pl: every patch is clean"
+}
+
 # ---------------------------------------------------------------- build
 install_vmig() {
     log "installing libvmig into $work/vmig"
@@ -229,6 +245,7 @@ main() {
         link_firmware "$PATCHED_BUILD"
     else
         fetch_source
+        checkpatch_series
         apply_series
         install_vmig
         build_patched

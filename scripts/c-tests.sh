@@ -43,7 +43,7 @@ for mode in "${modes[@]}"; do
            --release --lib --target-dir target/tsan; then
         echo "c-tests: ************************************************************" >&2
         echo "c-tests: SKIP tsan: could not build a TSan-instrumented libvmig.a" >&2
-        echo "c-tests: (needs the nightly toolchain with rust-src; see .ci/run)" >&2
+        echo "c-tests: (needs the nightly toolchain with rust-src: scripts/nightly.sh, run by make check, installs it)" >&2
         echo "c-tests: ************************************************************" >&2
         continue
       fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: README's test command (`make check`) runs this.
 # Layers that need the nightly toolchain (Miri, the TSan-instrumented
-# library) print a loud SKIP line when it is missing; .ci/run installs it.
+# library) install it with rustup first (scripts/nightly.sh, as .ci/run);
+# only when rustup cannot do that do they print a loud SKIP line.
 # LOOM_MAX_PREEMPTIONS (default 2) bounds the loom models.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,11 @@ skip() {
   printf '****************************************************************\n' >&2
 }
 has_nightly_component() { rustup component list --toolchain nightly --installed 2>/dev/null | grep "^$1" >/dev/null; }
+# shellcheck source=scripts/nightly.sh
+. scripts/nightly.sh
+
+step "nightly toolchain with miri and rust-src (rustup)"
+ensure_nightly || skip "rustup could not install the nightly toolchain with miri and rust-src: the Miri and TSan layers will SKIP"
 
 step "cargo test (unit, integration, header drift, stress, benches in quick mode)"
 cargo test --release --all-targets
@@ -26,11 +32,11 @@ step "vmig-sim: unit tests and short whole-migration scenarios"
 cargo test --release -p vmig-sim
 
 step "loom models of the pool's sleep/wake hand-off (tests/loom_pool.rs)"
-CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 \
+CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg vmig_loom" LOOM_MAX_PREEMPTIONS=3 \
   cargo test --release --test loom_pool
 
 step "loom models of the ring (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2})"
-LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2} RUSTFLAGS="--cfg loom" \
+LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2} RUSTFLAGS="--cfg vmig_loom" \
   cargo test --release --test loom_ring --target-dir target/loom
 
 step "Miri: ring unit tests and the Miri-sized stress (strict provenance)"
@@ -38,7 +44,7 @@ if has_nightly_component miri && has_nightly_component rust-src; then
   MIRIFLAGS="-Zmiri-strict-provenance ${MIRIFLAGS:-}" cargo +nightly miri test --lib ring::
   MIRIFLAGS="-Zmiri-strict-provenance ${MIRIFLAGS:-}" cargo +nightly miri test --test ring_stress
 else
-  skip "Miri: the nightly toolchain with miri and rust-src is not installed (.ci/run installs it)"
+  skip "Miri: the nightly toolchain with miri and rust-src could not be installed (see above)"
 fi
 
 step "C tests: header as C11 and C++, plain, ASan+UBSan, TSan"

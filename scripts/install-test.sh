@@ -8,6 +8,16 @@ CC=${CC:-gcc}
 prefix=$(mktemp -d)
 trap 'rm -rf "$prefix"' EXIT
 make -s install PREFIX="$prefix" >/dev/null
+
+# make install honours CARGO_TARGET_DIR (packaging environments set it):
+# it must install what cargo built there, not target/release.
+plan=$(make -n install PREFIX="$prefix/alt" CARGO_TARGET_DIR=/nonexistent/tgt)
+echo "$plan" | grep -q '/nonexistent/tgt/release/libvmig.so ' &&
+  ! echo "$plan" | grep -q ' target/release/' ||
+  { echo "install-test: make install ignores CARGO_TARGET_DIR:" >&2; echo "$plan" >&2; exit 1; }
+CARGO_TARGET_DIR=$PWD/target make -s install PREFIX="$prefix/alt" >/dev/null
+cmp "$prefix/alt/lib/libvmig.a" target/release/libvmig.a ||
+  { echo "install-test: CARGO_TARGET_DIR install differs" >&2; exit 1; }
 export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
 lib=$prefix/lib/libvmig.so
 

@@ -25,6 +25,15 @@ pub enum Error {
     /// An internal bug was caught (a panic) and the operation failed (`EIO`).
     /// The process and the guest survive; the migration fails.
     Internal(&'static str),
+    /// `error`, raised by the C call `call` (the function and its argument
+    /// values), so that the message names the value that was wrong. Its
+    /// errno is `error`'s. Built by [`Error::in_call`].
+    InCall {
+        /// The call, e.g. `vmig_ring_new(capacity 1000, flags 0x0)`.
+        call: String,
+        /// What went wrong.
+        error: Box<Error>,
+    },
 }
 
 impl Error {
@@ -38,6 +47,19 @@ impl Error {
             Error::BadMessage(_) => libc::EBADMSG,
             Error::ThreadSpawn => libc::EAGAIN,
             Error::Internal(_) => libc::EIO,
+            Error::InCall { error, .. } => error.errno(),
+        }
+    }
+
+    /// Names the failed call (or the values checked) in an argument error
+    /// (`EINVAL`), so its message says which value was wrong; any other
+    /// error is returned as it is. `call` runs only on that path, so the
+    /// hot paths' errors (`Full`, `Busy`) never format or allocate.
+    pub fn in_call(self, call: impl FnOnce() -> String) -> Error {
+        if self.errno() == libc::EINVAL {
+            Error::InCall { call: call(), error: Box::new(self) }
+        } else {
+            self
         }
     }
 
@@ -57,6 +79,7 @@ impl fmt::Display for Error {
             Error::BadMessage(what) => write!(f, "bad message: {what}"),
             Error::ThreadSpawn => f.write_str("could not spawn a worker thread"),
             Error::Internal(what) => write!(f, "internal error: {what}"),
+            Error::InCall { call, error } => write!(f, "{call}: {error}"),
         }
     }
 }

@@ -45,6 +45,8 @@
 pub mod error;
 pub mod ffi;
 /// cbindgen:ignore
+pub mod guest_mem;
+/// cbindgen:ignore
 pub mod pool;
 /// cbindgen:ignore
 pub mod reaper;

@@ -1,19 +1,19 @@
 //! Synchronisation primitives, switched between `std` and `loom`.
 //!
 //! Every lockless hand-off in vmig imports its atomics from here, so the loom
-//! models (`RUSTFLAGS="--cfg loom" cargo test --release --test loom_*`) check
+//! models (`RUSTFLAGS="--cfg vmig_loom" cargo test --release --test loom_*`) check
 //! the real code rather than a copy (crossbeam's `primitive` module does the same).
 
-#[cfg(loom)]
+#[cfg(vmig_loom)]
 #[allow(unused_imports)]
 pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-#[cfg(loom)]
+#[cfg(vmig_loom)]
 #[allow(unused_imports)]
 pub(crate) use loom::{hint::spin_loop, thread::yield_now};
 
-#[cfg(not(loom))]
+#[cfg(not(vmig_loom))]
 #[allow(unused_imports)]
 pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-#[cfg(not(loom))]
+#[cfg(not(vmig_loom))]
 #[allow(unused_imports)]
 pub(crate) use std::{hint::spin_loop, thread::yield_now};

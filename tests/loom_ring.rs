@@ -1,8 +1,8 @@
 //! loom models of the ring's hand-offs, run against the real code (the ring
-//! takes its atomics from `crate::sync`, which is loom's under `--cfg loom`).
+//! takes its atomics from `crate::sync`, which is loom's under `--cfg vmig_loom`).
 //!
 //! ```text
-//! LOOM_MAX_PREEMPTIONS=3 RUSTFLAGS="--cfg loom" cargo test --release --test loom_ring
+//! LOOM_MAX_PREEMPTIONS=3 RUSTFLAGS="--cfg vmig_loom" cargo test --release --test loom_ring
 //! ```
 //!
 //! Capacity 2 with more items than slots, so every model crosses the full
@@ -12,7 +12,7 @@
 //! dequeueing: loom reports a data race if the ring's Release/Acquire pairs
 //! do not order them. The consumer checks no loss, no duplicate and
 //! per-producer FIFO.
-#![cfg(loom)]
+#![cfg(vmig_loom)]
 
 use loom::cell::UnsafeCell;
 use loom::thread;

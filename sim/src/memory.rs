@@ -6,10 +6,12 @@
 //! Like every VMM (rust-vmm's vm-memory uses volatile accessors for the same
 //! reason), the simulator never forms a Rust reference to guest memory while
 //! another thread may write it: pages are read and written through raw
-//! pointers with volatile or `copy_nonoverlapping` accesses, and a page read
-//! racing a guest write may see a torn page — exactly what a real migration
-//! sees, and why the page is then dirty again and resent. Slices are formed
-//! only once every writer has stopped ([`GuestRam::page_quiescent`]).
+//! pointers with volatile accesses only (`vmig::guest_mem`, the helpers the
+//! library's own workers use; the vCPUs' stores are volatile too), and a
+//! page read racing a guest write may see a torn page — exactly what a real
+//! migration sees, and why the page is then dirty again and resent. Slices
+//! are formed only once every writer has stopped
+//! ([`GuestRam::page_quiescent`]).
 
 use memmap2::{MmapMut, MmapOptions};
 
@@ -56,22 +58,22 @@ impl GuestRam {
         let src = self.page_ptr(page);
         // SAFETY: src is PAGE_SIZE bytes inside the mapping; `out` is a
         // distinct buffer. A concurrent writer only changes bytes, never the
-        // mapping (it lives as long as `self`).
-        unsafe { std::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), PAGE_SIZE) };
+        // mapping (it lives as long as `self`); the loads are volatile.
+        unsafe { vmig::guest_mem::copy_from_guest(src, out) };
     }
 
     /// Overwrites page `page` with `data`.
     pub fn write_page(&self, page: u64, data: &[u8; PAGE_SIZE]) {
         let dst = self.page_ptr(page);
         // SAFETY: dst is PAGE_SIZE bytes inside the mapping; `data` is a
-        // distinct buffer.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, PAGE_SIZE) };
+        // distinct buffer. Volatile stores: other threads may read the page.
+        unsafe { vmig::guest_mem::copy_to_guest(dst, data) };
     }
 
     /// Fills page `page` with `byte`.
     pub fn fill_page(&self, page: u64, byte: u8) {
-        // SAFETY: PAGE_SIZE bytes inside the mapping.
-        unsafe { std::ptr::write_bytes(self.page_ptr(page), byte, PAGE_SIZE) };
+        // SAFETY: PAGE_SIZE bytes inside the mapping; volatile stores.
+        unsafe { vmig::guest_mem::fill_guest(self.page_ptr(page), PAGE_SIZE, byte) };
     }
 
     /// Whether page `page` is all zero (read with the same caveat as

@@ -7,10 +7,10 @@
 
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::ptr::NonNull;
 
-use super::{catch_int, catch_or, catch_ptr};
-use crate::error::{Error, Result};
+use super::handle::{self, box_handle};
+use super::{catch_int, catch_or_err, catch_ptr};
+use crate::error::Error;
 use crate::pool::{CompConfig, CompPool, CompResult};
 
 /// Most worker threads in a compression pool, and the length of
@@ -99,30 +99,16 @@ pub struct vmig_comp_pool {
     _opaque: [u8; 0],
 }
 
-/// "vmigcomp": marks a live handle so a stray or freed pointer is usually
-/// rejected instead of used.
-const MAGIC: u64 = 0x766d_6967_636f_6d70;
-
-struct Handle {
-    magic: u64,
+/// What a vmig_comp_pool handle points at (see `ffi::handle`).
+pub(crate) struct CompHandle {
     pool: CompPool,
     /// Results handed to C, by data address, until vmig_comp_release().
     /// Capacity reserved for max_pending, so it does not grow in steady state.
     lent: HashMap<usize, CompResult>,
 }
 
-/// # Safety
-/// `pool` is NULL or a handle from vmig_comp_pool_new() not yet freed.
-unsafe fn handle<'a>(pool: *const vmig_comp_pool) -> Result<&'a mut Handle> {
-    let p = NonNull::new(pool.cast_mut()).ok_or(Error::InvalidArgument("pool is NULL"))?;
-    // SAFETY: per the caller's contract it came from Box<Handle>; the
-    // single-thread rule gives exclusive access for the call.
-    let h = unsafe { p.cast::<Handle>().as_mut() };
-    if h.magic != MAGIC {
-        return Err(Error::InvalidArgument("not a compression pool"));
-    }
-    Ok(h)
-}
+// Tag "vmcp".
+box_handle!(vmig_comp_pool, CompHandle, 0x766d_6370);
 
 /// Creates a compression pool and starts `config->threads` workers named
 /// `vmig-comp/N`.
@@ -145,10 +131,18 @@ pub unsafe extern "C" fn vmig_comp_pool_new(config: *const vmig_comp_config) -> 
             level: c.level,
             page_size: c.page_size,
             ring_depth: c.ring_depth,
+        })
+        .map_err(|e| {
+            e.in_call(|| {
+                format!(
+                    "vmig_comp_pool_new(threads {}, level {}, page_size {}, ring_depth {})",
+                    c.threads, c.level, c.page_size, c.ring_depth
+                )
+            })
         })?;
         let mut lent = HashMap::new();
         lent.try_reserve(pool.max_pending()).map_err(|_| Error::OutOfMemory)?;
-        Ok(Box::into_raw(Box::new(Handle { magic: MAGIC, pool, lent })).cast())
+        Ok(vmig_comp_pool::new_box(CompHandle { pool, lent }))
     })
 }
 
@@ -162,14 +156,8 @@ pub unsafe extern "C" fn vmig_comp_pool_new(config: *const vmig_comp_config) -> 
 /// `pool` is NULL or a live handle from vmig_comp_pool_new().
 #[no_mangle]
 pub unsafe extern "C" fn vmig_comp_pool_free(pool: *mut vmig_comp_pool) {
-    catch_or((), || {
-        // SAFETY: per this function's contract.
-        if let Ok(h) = unsafe { handle(pool) } {
-            h.magic = 0;
-            // SAFETY: the handle came from Box::into_raw in _new and is live.
-            drop(unsafe { Box::from_raw(std::ptr::from_mut(h)) });
-        }
-    })
+    // SAFETY: per this function's contract.
+    catch_or_err((), || unsafe { handle::free(pool) }.map_err(|e| e.in_call(|| format!("vmig_comp_pool_free({pool:p})"))))
 }
 
 /// Queues one page for compression. A worker copies the page before
@@ -200,15 +188,16 @@ pub unsafe extern "C" fn vmig_comp_submit(
     wait: bool,
 ) -> i32 {
     catch_int(|| {
+        let call = || format!("vmig_comp_submit(pool {pool:p}, page {page:p}, key {key:#x})");
         // SAFETY: per this function's contract.
-        let h = unsafe { handle(pool) }?;
+        let h = unsafe { handle::try_mut(pool) }.map_err(|e| e.in_call(call))?;
         // SAFETY: forwarded: `page` stays readable until its result is returned.
-        unsafe { h.pool.submit(page.cast(), key, opaque as usize, wait) }?;
+        unsafe { h.pool.submit(page.cast(), key, opaque as usize, wait) }.map_err(|e| e.in_call(call))?;
         Ok(0)
     })
 }
 
-fn lend(h: &mut Handle, r: CompResult, out: &mut vmig_comp_result) {
+fn lend(h: &mut CompHandle, r: CompResult, out: &mut vmig_comp_result) {
     *out = vmig_comp_result {
         key: r.key(),
         opaque: r.opaque() as *mut c_void,
@@ -239,19 +228,32 @@ fn lend(h: &mut Handle, r: CompResult, out: &mut vmig_comp_result) {
 /// `pool` is NULL or a live handle; `result` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn vmig_comp_poll(pool: *mut vmig_comp_pool, result: *mut vmig_comp_result) -> i32 {
-    catch_int(|| {
-        // SAFETY: per this function's contract.
-        let h = unsafe { handle(pool) }?;
-        // SAFETY: NULL or writable, per this function's contract.
-        let out = unsafe { result.as_mut() }.ok_or(Error::InvalidArgument("result is NULL"))?;
-        match h.pool.poll() {
-            Some(r) => {
-                lend(h, r, out);
-                Ok(1)
-            }
-            None => Ok(0),
+    // SAFETY: per this function's contract.
+    catch_int(|| unsafe { take_result("vmig_comp_poll", pool, result, CompPool::poll) })
+}
+
+/// vmig_comp_poll() and vmig_comp_wait_result(): `next` takes the result.
+///
+/// # Safety
+/// `pool` is NULL or a live handle; `result` is NULL or writable.
+unsafe fn take_result(
+    name: &str,
+    pool: *mut vmig_comp_pool,
+    result: *mut vmig_comp_result,
+    next: impl FnOnce(&mut CompPool) -> Option<CompResult>,
+) -> crate::Result<i32> {
+    let call = || format!("{name}(pool {pool:p}, result {result:p})");
+    // SAFETY: per this function's contract.
+    let h = unsafe { handle::try_mut(pool) }.map_err(|e| e.in_call(call))?;
+    // SAFETY: NULL or writable, per this function's contract.
+    let out = unsafe { result.as_mut() }.ok_or_else(|| Error::InvalidArgument("result is NULL").in_call(call))?;
+    match next(&mut h.pool) {
+        Some(r) => {
+            lend(h, r, out);
+            Ok(1)
         }
-    })
+        None => Ok(0),
+    }
 }
 
 /// Takes one result, sleeping until one is ready.
@@ -265,19 +267,8 @@ pub unsafe extern "C" fn vmig_comp_poll(pool: *mut vmig_comp_pool, result: *mut 
 /// `pool` is NULL or a live handle; `result` is NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn vmig_comp_wait_result(pool: *mut vmig_comp_pool, result: *mut vmig_comp_result) -> i32 {
-    catch_int(|| {
-        // SAFETY: per this function's contract.
-        let h = unsafe { handle(pool) }?;
-        // SAFETY: NULL or writable, per this function's contract.
-        let out = unsafe { result.as_mut() }.ok_or(Error::InvalidArgument("result is NULL"))?;
-        match h.pool.wait_result() {
-            Some(r) => {
-                lend(h, r, out);
-                Ok(1)
-            }
-            None => Ok(0),
-        }
-    })
+    // SAFETY: per this function's contract.
+    catch_int(|| unsafe { take_result("vmig_comp_wait_result", pool, result, CompPool::wait_result) })
 }
 
 /// Hands a result's buffer back to the pool; `result->data` becomes invalid.
@@ -292,14 +283,16 @@ pub unsafe extern "C" fn vmig_comp_wait_result(pool: *mut vmig_comp_pool, result
 /// `pool` is NULL or a live handle; `result` is NULL or readable.
 #[no_mangle]
 pub unsafe extern "C" fn vmig_comp_release(pool: *mut vmig_comp_pool, result: *const vmig_comp_result) {
-    catch_or((), || {
+    catch_or_err((), || {
         // SAFETY: per this function's contract.
-        let (Ok(h), Some(res)) = (unsafe { handle(pool) }, unsafe { result.as_ref() }) else {
-            return;
-        };
+        let h = unsafe { handle::try_mut(pool) }
+            .map_err(|e| e.in_call(|| format!("vmig_comp_release(pool {pool:p}, result {result:p})")))?;
+        // SAFETY: NULL or readable, per this function's contract.
+        let Some(res) = (unsafe { result.as_ref() }) else { return Ok(()) };
         if let Some(r) = h.lent.remove(&(res.data as usize)) {
             h.pool.release(r);
         }
+        Ok(())
     })
 }
 
@@ -314,7 +307,8 @@ pub unsafe extern "C" fn vmig_comp_release(pool: *mut vmig_comp_pool, result: *c
 pub unsafe extern "C" fn vmig_comp_flush(pool: *mut vmig_comp_pool) -> i32 {
     catch_int(|| {
         // SAFETY: per this function's contract.
-        unsafe { handle(pool) }?.pool.flush()?;
+        let h = unsafe { handle::try_mut(pool) }.map_err(|e| e.in_call(|| format!("vmig_comp_flush({pool:p})")))?;
+        h.pool.flush()?;
         Ok(0)
     })
 }
@@ -331,7 +325,8 @@ pub unsafe extern "C" fn vmig_comp_flush(pool: *mut vmig_comp_pool) -> i32 {
 pub unsafe extern "C" fn vmig_comp_max_pending(pool: *const vmig_comp_pool) -> i32 {
     catch_int(|| {
         // SAFETY: per this function's contract.
-        let n = unsafe { handle(pool) }?.pool.max_pending();
+        let h = unsafe { handle::try_ref(pool) }.map_err(|e| e.in_call(|| format!("vmig_comp_max_pending({pool:p})")))?;
+        let n = h.pool.max_pending();
         Ok(i32::try_from(n).unwrap_or(i32::MAX))
     })
 }
@@ -346,10 +341,11 @@ pub unsafe extern "C" fn vmig_comp_max_pending(pool: *const vmig_comp_pool) -> i
 #[no_mangle]
 pub unsafe extern "C" fn vmig_comp_stats(pool: *const vmig_comp_pool, stats: *mut vmig_comp_statistics) -> i32 {
     catch_int(|| {
+        let call = || format!("vmig_comp_stats(pool {pool:p}, stats {stats:p})");
         // SAFETY: per this function's contract.
-        let h = unsafe { handle(pool) }?;
+        let h = unsafe { handle::try_ref(pool) }.map_err(|e| e.in_call(call))?;
         // SAFETY: NULL or writable, per this function's contract.
-        let out = unsafe { stats.as_mut() }.ok_or(Error::InvalidArgument("stats is NULL"))?;
+        let out = unsafe { stats.as_mut() }.ok_or_else(|| Error::InvalidArgument("stats is NULL").in_call(call))?;
         let s = h.pool.stats();
         let mut per = [0u64; VMIG_COMP_MAX_THREADS];
         for (dst, src) in per.iter_mut().zip(&s.pages_per_worker) {

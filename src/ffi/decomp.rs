@@ -4,10 +4,10 @@
 //! thread at a time (QEMU's load thread); the workers are internal.
 
 use std::ffi::c_void;
-use std::ptr::NonNull;
 
-use super::{catch_int, catch_or, catch_ptr};
-use crate::error::{Error, Result};
+use super::handle::{self, box_handle};
+use super::{catch_int, catch_or_err, catch_ptr};
+use crate::error::Error;
 use crate::pool::DecompPool;
 
 /// A decompression pool (opaque).
@@ -17,26 +17,8 @@ pub struct vmig_decomp_pool {
     _opaque: [u8; 0],
 }
 
-/// "vmigdeco": marks a live handle.
-const MAGIC: u64 = 0x766d_6967_6465_636f;
-
-struct Handle {
-    magic: u64,
-    pool: DecompPool,
-}
-
-/// # Safety
-/// `pool` is NULL or a handle from vmig_decomp_pool_new() not yet freed.
-unsafe fn handle<'a>(pool: *mut vmig_decomp_pool) -> Result<&'a mut Handle> {
-    let p = NonNull::new(pool).ok_or(Error::InvalidArgument("pool is NULL"))?;
-    // SAFETY: per the caller's contract it came from Box<Handle>; the
-    // single-thread rule gives exclusive access for the call.
-    let h = unsafe { p.cast::<Handle>().as_mut() };
-    if h.magic != MAGIC {
-        return Err(Error::InvalidArgument("not a decompression pool"));
-    }
-    Ok(h)
-}
+// Tag "vmdc"; see `ffi::handle`.
+box_handle!(vmig_decomp_pool, DecompPool, 0x766d_6463);
 
 /// Creates a decompression pool with `threads` workers (1..=256) named
 /// `vmig-decomp/N`, for pages of `page_size` bytes (a power of two in
@@ -49,8 +31,9 @@ unsafe fn handle<'a>(pool: *mut vmig_decomp_pool) -> Result<&'a mut Handle> {
 #[no_mangle]
 pub extern "C" fn vmig_decomp_pool_new(threads: u32, page_size: u32) -> *mut vmig_decomp_pool {
     catch_ptr(|| {
-        let pool = DecompPool::new(threads, page_size)?;
-        Ok(Box::into_raw(Box::new(Handle { magic: MAGIC, pool })).cast())
+        let pool = DecompPool::new(threads, page_size)
+            .map_err(|e| e.in_call(|| format!("vmig_decomp_pool_new(threads {threads}, page_size {page_size})")))?;
+        Ok(vmig_decomp_pool::new_box(pool))
     })
 }
 
@@ -64,14 +47,8 @@ pub extern "C" fn vmig_decomp_pool_new(threads: u32, page_size: u32) -> *mut vmi
 /// `pool` is NULL or a live handle from vmig_decomp_pool_new().
 #[no_mangle]
 pub unsafe extern "C" fn vmig_decomp_pool_free(pool: *mut vmig_decomp_pool) {
-    catch_or((), || {
-        // SAFETY: per this function's contract.
-        if let Ok(h) = unsafe { handle(pool) } {
-            h.magic = 0;
-            // SAFETY: the handle came from Box::into_raw in _new and is live.
-            drop(unsafe { Box::from_raw(std::ptr::from_mut(h)) });
-        }
-    })
+    // SAFETY: per this function's contract.
+    catch_or_err((), || unsafe { handle::free(pool) }.map_err(|e| e.in_call(|| format!("vmig_decomp_pool_free({pool:p})"))))
 }
 
 /// Queues `len` bytes of zlib stream (copied before returning) to be
@@ -100,18 +77,19 @@ pub unsafe extern "C" fn vmig_decomp_submit(
     dest: *mut c_void,
 ) -> i32 {
     catch_int(|| {
+        let call = || format!("vmig_decomp_submit(pool {pool:p}, zdata {zdata:p}, len {len}, dest {dest:p})");
         // SAFETY: per this function's contract.
-        let h = unsafe { handle(pool) }?;
+        let h = unsafe { handle::try_mut(pool) }.map_err(|e| e.in_call(call))?;
         let input: &[u8] = if len == 0 {
             &[]
         } else if zdata.is_null() {
-            return Err(Error::InvalidArgument("zdata is NULL"));
+            return Err(Error::InvalidArgument("zdata is NULL").in_call(call));
         } else {
             // SAFETY: non-NULL and readable for `len` bytes per the contract.
             unsafe { std::slice::from_raw_parts(zdata.cast::<u8>(), len as usize) }
         };
         // SAFETY: forwarded `dest` contract.
-        unsafe { h.pool.submit(input, dest.cast()) }?;
+        unsafe { h.submit(input, dest.cast()) }.map_err(|e| e.in_call(call))?;
         Ok(0)
     })
 }
@@ -130,7 +108,8 @@ pub unsafe extern "C" fn vmig_decomp_submit(
 pub unsafe extern "C" fn vmig_decomp_wait(pool: *mut vmig_decomp_pool) -> i32 {
     catch_int(|| {
         // SAFETY: per this function's contract.
-        unsafe { handle(pool) }?.pool.wait()?;
+        let h = unsafe { handle::try_mut(pool) }.map_err(|e| e.in_call(|| format!("vmig_decomp_wait({pool:p})")))?;
+        h.wait()?;
         Ok(0)
     })
 }

@@ -14,9 +14,13 @@
 //!   whose guest must survive a failed migration.
 //! * Handles are opaque. A handle is freed by its `_free` function;
 //!   `_free(NULL)` is a no-op.
+//! * A failed call leaves its message for `vmig_last_error()` (per thread);
+//!   the wrappers below record every error they return.
 
 pub mod comp;
 pub mod decomp;
+mod handle;
+pub mod last_error;
 pub mod reaper;
 pub mod ring;
 mod ring_cursor;
@@ -38,9 +42,16 @@ pub(crate) fn set_errno(value: i32) {
 pub(crate) fn catch_int(f: impl FnOnce() -> Result<i32>) -> i32 {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => v,
-        Ok(Err(e)) => e.to_neg_errno(),
-        Err(_) => Error::Internal("panic caught at the C boundary").to_neg_errno(),
+        Ok(Err(e)) => fail(e),
+        Err(_) => fail(Error::Internal("panic caught at the C boundary")),
     }
+}
+
+/// Records `e` for `vmig_last_error()` and returns `-errno`.
+pub(crate) fn fail(e: Error) -> i32 {
+    let n = e.to_neg_errno();
+    last_error::record(e);
+    n
 }
 
 /// Runs a constructor; on error or panic returns NULL and sets `errno`.
@@ -48,10 +59,14 @@ pub(crate) fn catch_ptr<T>(f: impl FnOnce() -> Result<*mut T>) -> *mut T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
-            set_errno(e.errno());
+            // errno last: recording the message must not disturb it.
+            let errno = e.errno();
+            last_error::record(e);
+            set_errno(errno);
             std::ptr::null_mut()
         }
         Err(_) => {
+            last_error::record(Error::Internal("panic caught at the C boundary"));
             set_errno(libc::EIO);
             std::ptr::null_mut()
         }
@@ -61,5 +76,25 @@ pub(crate) fn catch_ptr<T>(f: impl FnOnce() -> Result<*mut T>) -> *mut T {
 /// Runs `f`; a panic yields `fallback`. For functions whose return type has
 /// no room for an errno (counts, booleans, `void`).
 pub(crate) fn catch_or<R>(fallback: R, f: impl FnOnce() -> R) -> R {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        last_error::record(Error::Internal("panic caught at the C boundary"));
+        fallback
+    })
+}
+
+/// As [`catch_or`] for a function that can fail but has no room for an
+/// errno (a count, a pointer, a boolean): an error yields `fallback` and
+/// leaves its message for `vmig_last_error()`.
+pub(crate) fn catch_or_err<R: Copy>(fallback: R, f: impl FnOnce() -> Result<R>) -> R {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            last_error::record(e);
+            fallback
+        }
+        Err(_) => {
+            last_error::record(Error::Internal("panic caught at the C boundary"));
+            fallback
+        }
+    }
 }

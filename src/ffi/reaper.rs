@@ -4,7 +4,8 @@
 use std::mem::MaybeUninit;
 use std::ptr::{addr_of, NonNull};
 
-use super::{catch_int, catch_or, catch_ptr};
+use super::handle::{self, box_handle};
+use super::{catch_int, catch_or_err, catch_ptr};
 use crate::error::{Error, Result};
 use crate::reaper::{self, Policy, Reaper, ReaperConfig};
 
@@ -128,7 +129,10 @@ unsafe fn from_c(cfg: NonNull<vmig_reaper_config>) -> Result<ReaperConfig> {
         1 => Policy::Levels,
         2 => Policy::Aimd,
         3 => Policy::Predictive,
-        _ => return Err(Error::InvalidArgument("unknown reaper policy")),
+        bits => {
+            let e = Error::InvalidArgument("unknown reaper policy");
+            return Err(e.in_call(|| format!("policy {bits}")));
+        }
     };
     // SAFETY: the remaining fields are integers the caller initialised;
     // each is read through its own field pointer inside the copy.
@@ -160,13 +164,9 @@ unsafe fn from_c(cfg: NonNull<vmig_reaper_config>) -> Result<ReaperConfig> {
     Ok(cfg)
 }
 
-/// # Safety
-/// `r` is NULL or a live handle from vmig_reaper_new().
-unsafe fn reaper_ref<'a>(r: *const vmig_reaper) -> Result<&'a Reaper> {
-    let r = NonNull::new(r.cast_mut()).ok_or(Error::InvalidArgument("reaper is NULL"))?;
-    // SAFETY: a live handle is a leaked Box<Reaper> (vmig_reaper_new).
-    Ok(unsafe { r.cast::<Reaper>().as_ref() })
-}
+// Tag "vmrp"; see `ffi::handle`. Every call takes `&Reaper` (vCPU threads
+// kick it while the reaper thread waits), so `*mut` handles are only read.
+box_handle!(vmig_reaper, Reaper, 0x766d_7270);
 
 /// Fills `cfg` with the defaults: the policy and tunables measured best
 /// (see the README, "Reaper"). ring_size defaults to 4096; set your own.
@@ -180,7 +180,7 @@ unsafe fn reaper_ref<'a>(r: *const vmig_reaper) -> Result<&'a Reaper> {
 #[no_mangle]
 pub unsafe extern "C" fn vmig_reaper_config_default(cfg: *mut vmig_reaper_config) -> i32 {
     catch_int(|| {
-        let cfg = NonNull::new(cfg).ok_or(Error::InvalidArgument("cfg is NULL"))?;
+        let cfg = NonNull::new(cfg).ok_or_else(|| Error::InvalidArgument("cfg is NULL").in_call(|| "vmig_reaper_config_default(NULL)".into()))?;
         // SAFETY: writable per the contract; `write` does not read the old value.
         unsafe { cfg.as_ptr().write(to_c(&ReaperConfig::default())) };
         Ok(0)
@@ -201,10 +201,11 @@ pub unsafe extern "C" fn vmig_reaper_config_default(cfg: *mut vmig_reaper_config
 #[no_mangle]
 pub unsafe extern "C" fn vmig_reaper_new(cfg: *const vmig_reaper_config) -> *mut vmig_reaper {
     catch_ptr(|| {
-        let cfg = NonNull::new(cfg.cast_mut()).ok_or(Error::InvalidArgument("cfg is NULL"))?;
+        let call = || format!("vmig_reaper_new(cfg {cfg:p})");
+        let c = NonNull::new(cfg.cast_mut()).ok_or_else(|| Error::InvalidArgument("cfg is NULL").in_call(call))?;
         // SAFETY: readable per the contract.
-        let cfg = unsafe { from_c(cfg)? };
-        Ok(Box::into_raw(Box::new(Reaper::new(&cfg)?)).cast())
+        let c = unsafe { from_c(c) }.map_err(|e| e.in_call(call))?;
+        Ok(vmig_reaper::new_box(Reaper::new(&c).map_err(|e| e.in_call(call))?))
     })
 }
 
@@ -217,12 +218,8 @@ pub unsafe extern "C" fn vmig_reaper_new(cfg: *const vmig_reaper_config) -> *mut
 /// `r` is NULL or a live handle from vmig_reaper_new().
 #[no_mangle]
 pub unsafe extern "C" fn vmig_reaper_free(r: *mut vmig_reaper) {
-    catch_or((), || {
-        if !r.is_null() {
-            // SAFETY: a live handle is a leaked Box<Reaper>, freed once here.
-            drop(unsafe { Box::from_raw(r.cast::<Reaper>()) });
-        }
-    })
+    // SAFETY: per this function's contract.
+    catch_or_err((), || unsafe { handle::free(r) }.map_err(|e| e.in_call(|| format!("vmig_reaper_free({r:p})"))))
 }
 
 /// Reports one reap and returns the next interval in microseconds (also the
@@ -247,9 +244,10 @@ pub unsafe extern "C" fn vmig_reaper_update(
     total_reaped: u64,
     ring_full_events: u64,
 ) -> u64 {
-    catch_or(0, || {
+    catch_or_err(0, || {
         // SAFETY: per this function's contract.
-        unsafe { reaper_ref(r) }.map_or(0, |r| r.update(max_ring_fill, total_reaped, ring_full_events))
+        let h = unsafe { handle::try_ref(r.cast_const()) }.map_err(|e| e.in_call(|| format!("vmig_reaper_update({r:p})")))?;
+        Ok(h.update(max_ring_fill, total_reaped, ring_full_events))
     })
 }
 
@@ -269,8 +267,8 @@ pub unsafe extern "C" fn vmig_reaper_update(
 pub unsafe extern "C" fn vmig_reaper_wait(r: *mut vmig_reaper) -> i32 {
     catch_int(|| {
         // SAFETY: per this function's contract.
-        let r = unsafe { reaper_ref(r)? };
-        Ok(i32::from(r.wait()))
+        let h = unsafe { handle::try_ref(r.cast_const()) }.map_err(|e| e.in_call(|| format!("vmig_reaper_wait({r:p})")))?;
+        Ok(i32::from(h.wait()))
     })
 }
 
@@ -289,7 +287,8 @@ pub unsafe extern "C" fn vmig_reaper_wait(r: *mut vmig_reaper) -> i32 {
 pub unsafe extern "C" fn vmig_reaper_kick(r: *mut vmig_reaper) -> i32 {
     catch_int(|| {
         // SAFETY: per this function's contract.
-        unsafe { reaper_ref(r)? }.kick();
+        let h = unsafe { handle::try_ref(r.cast_const()) }.map_err(|e| e.in_call(|| format!("vmig_reaper_kick({r:p})")))?;
+        h.kick();
         Ok(0)
     })
 }
@@ -303,8 +302,11 @@ pub unsafe extern "C" fn vmig_reaper_kick(r: *mut vmig_reaper) -> i32 {
 /// `r` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn vmig_reaper_interval_us(r: *const vmig_reaper) -> u64 {
-    // SAFETY: per this function's contract.
-    catch_or(0, || unsafe { reaper_ref(r) }.map_or(0, |r| r.interval_us()))
+    catch_or_err(0, || {
+        // SAFETY: per this function's contract.
+        let h = unsafe { handle::try_ref(r) }.map_err(|e| e.in_call(|| format!("vmig_reaper_interval_us({r:p})")))?;
+        Ok(h.interval_us())
+    })
 }
 
 #[cfg(test)]

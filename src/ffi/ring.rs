@@ -3,7 +3,8 @@
 use std::ffi::c_void;
 use std::ptr::NonNull;
 
-use super::{catch_int, catch_or, catch_ptr};
+use super::handle::{self, Handle};
+use super::{catch_int, catch_or_err, catch_ptr};
 use crate::error::{Error, Result};
 use crate::ring::raw::{self, RawRing};
 
@@ -32,23 +33,42 @@ pub struct vmig_ring {
     _opaque: [u8; 0],
 }
 
-/// Checks a handle: non-NULL and initialised.
-///
-/// # Safety
-/// `ring` is NULL or points at memory given to vmig_ring_new/vmig_ring_init.
-unsafe fn ring_ptr(ring: *const vmig_ring) -> Result<NonNull<RawRing>> {
-    let ring = NonNull::new(ring.cast_mut()).ok_or(Error::InvalidArgument("ring is NULL"))?;
-    // SAFETY: the caller passes a pointer from vmig_ring_new/init.
-    unsafe { RawRing::from_handle(ring.cast()) }.ok_or(Error::InvalidArgument("not an initialised ring"))
+// SAFETY: a live ring's memory (from vmig_ring_new or vmig_ring_init) is
+// aligned to VMIG_RING_ALIGN and starts with the ring header, whose first
+// field is the u32 magic "vmig" (`raw::Header`, repr(C)): written by init,
+// cleared by destroy, never written in between. `RawRing::from_handle`
+// checks the same magic and keeps the pointer's provenance for `destroy`.
+unsafe impl Handle for vmig_ring {
+    type Object = RawRing;
+    const NULL: &'static str = "vmig_ring handle is NULL";
+    const FOREIGN: &'static str = "not an initialised vmig_ring";
+    /// `raw::MAGIC`, "vmig" in ASCII.
+    const TAG: u32 = 0x766d_6967;
+    const ALIGN: usize = VMIG_RING_ALIGN;
+
+    unsafe fn object(p: NonNull<u8>) -> Result<NonNull<RawRing>> {
+        // SAFETY: a live ring (contract).
+        unsafe { RawRing::from_handle(p) }.ok_or(Error::InvalidArgument(Self::FOREIGN))
+    }
+
+    unsafe fn destroy(p: NonNull<u8>) {
+        // SAFETY: a live ring used by no other thread (contract).
+        if let Some(r) = unsafe { RawRing::from_handle(p) } {
+            // SAFETY: as above; `r` carries the caller's provenance.
+            unsafe { RawRing::destroy(r) };
+        }
+    }
 }
 
-/// As [`ring_ptr`], as a reference for the duration of one call.
+/// The ring behind a handle, for one call; `call` names the call for the
+/// message of a rejected handle.
 ///
 /// # Safety
-/// As [`ring_ptr`]; the ring is not freed during the call.
-unsafe fn ring_ref<'a>(ring: *const vmig_ring) -> Result<&'a RawRing> {
-    // SAFETY: per the contract, a live ring stays live during the call.
-    Ok(unsafe { ring_ptr(ring)?.as_ref() })
+/// `ring` is NULL or points at memory given to vmig_ring_new/vmig_ring_init
+/// that is not freed during the call.
+unsafe fn ring_ref<'a>(ring: *const vmig_ring, call: impl FnOnce() -> String) -> Result<&'a RawRing> {
+    // SAFETY: per this function's contract.
+    unsafe { handle::try_ref(ring) }.map_err(|e| e.in_call(call))
 }
 
 /// Creates a ring of `capacity` slots (a power of two, 2..=2^30); it holds
@@ -60,7 +80,11 @@ unsafe fn ring_ref<'a>(ring: *const vmig_ring) -> Result<&'a RawRing> {
 /// Thread-safety: may be called from any thread.
 #[no_mangle]
 pub extern "C" fn vmig_ring_new(capacity: u32, flags: u32) -> *mut vmig_ring {
-    catch_ptr(|| Ok(RawRing::alloc(capacity, flags)?.as_ptr().cast()))
+    catch_ptr(|| {
+        let r = RawRing::alloc(capacity, flags)
+            .map_err(|e| e.in_call(|| format!("vmig_ring_new(capacity {capacity}, flags {flags:#x})")))?;
+        Ok(r.as_ptr().cast())
+    })
 }
 
 /// Frees a ring from vmig_ring_new(). Items still in it are not touched
@@ -74,14 +98,8 @@ pub extern "C" fn vmig_ring_new(capacity: u32, flags: u32) -> *mut vmig_ring {
 /// `ring` is NULL or a live ring handle.
 #[no_mangle]
 pub unsafe extern "C" fn vmig_ring_free(ring: *mut vmig_ring) {
-    catch_or((), || {
-        // SAFETY: per this function's contract.
-        if let Ok(r) = unsafe { ring_ptr(ring) } {
-            // SAFETY: live ring, exclusive access per the thread-safety rule;
-            // `r` carries the provenance of the caller's pointer.
-            unsafe { RawRing::destroy(r) };
-        }
-    })
+    // SAFETY: per this function's contract (exclusive access to a live ring).
+    catch_or_err((), || unsafe { handle::free(ring) }.map_err(|e| e.in_call(|| format!("vmig_ring_free({ring:p})"))))
 }
 
 /// Bytes of memory vmig_ring_init() needs for a ring of `capacity` slots,
@@ -108,7 +126,9 @@ pub extern "C" fn vmig_ring_memsize(capacity: u32) -> usize {
 pub unsafe extern "C" fn vmig_ring_init(mem: *mut c_void, size: usize, capacity: u32, flags: u32) -> i32 {
     catch_int(|| {
         // SAFETY: `mem` is valid for `size` bytes per this function's contract.
-        unsafe { RawRing::init_in(mem.cast(), size, capacity, flags)? };
+        unsafe { RawRing::init_in(mem.cast(), size, capacity, flags) }.map_err(|e| {
+            e.in_call(|| format!("vmig_ring_init(mem {mem:p}, size {size}, capacity {capacity}, flags {flags:#x})"))
+        })?;
         Ok(0)
     })
 }
@@ -127,9 +147,10 @@ pub unsafe extern "C" fn vmig_ring_init(mem: *mut c_void, size: usize, capacity:
 #[no_mangle]
 pub unsafe extern "C" fn vmig_ring_enqueue(ring: *mut vmig_ring, item: *mut c_void) -> i32 {
     catch_int(|| {
+        let call = || format!("vmig_ring_enqueue(ring {ring:p}, item {item:p})");
         // SAFETY: per this function's contract.
-        let r = unsafe { ring_ref(ring)? };
-        let item = NonNull::new(item).ok_or(Error::InvalidArgument("item is NULL"))?;
+        let r = unsafe { ring_ref(ring, call)? };
+        let item = NonNull::new(item).ok_or_else(|| Error::InvalidArgument("item is NULL").in_call(call))?;
         // SAFETY: the producer rule is the caller's, as documented.
         unsafe { r.enqueue(item.cast())? };
         Ok(0)
@@ -150,13 +171,11 @@ pub unsafe extern "C" fn vmig_ring_enqueue(ring: *mut vmig_ring, item: *mut c_vo
 /// `ring` is NULL or a live ring handle.
 #[no_mangle]
 pub unsafe extern "C" fn vmig_ring_dequeue(ring: *mut vmig_ring) -> *mut c_void {
-    catch_or(std::ptr::null_mut(), || {
+    catch_or_err(std::ptr::null_mut(), || {
         // SAFETY: per this function's contract.
-        match unsafe { ring_ref(ring) } {
-            // SAFETY: single consumer per the documented rule.
-            Ok(r) => unsafe { r.dequeue() }.map_or(std::ptr::null_mut(), |p| p.as_ptr().cast()),
-            Err(_) => std::ptr::null_mut(),
-        }
+        let r = unsafe { ring_ref(ring, || format!("vmig_ring_dequeue({ring:p})"))? };
+        // SAFETY: single consumer per the documented rule.
+        Ok(unsafe { r.dequeue() }.map_or(std::ptr::null_mut(), |p| p.as_ptr().cast()))
     })
 }
 
@@ -174,19 +193,23 @@ pub unsafe extern "C" fn vmig_ring_dequeue(ring: *mut vmig_ring) -> *mut c_void 
 /// of `n` pointers.
 #[no_mangle]
 pub unsafe extern "C" fn vmig_ring_enqueue_burst(ring: *mut vmig_ring, items: *const *mut c_void, n: u32) -> u32 {
-    catch_or(0, || {
+    catch_or_err(0, || {
+        let call = || format!("vmig_ring_enqueue_burst(ring {ring:p}, items {items:p}, n {n})");
         // SAFETY: per this function's contract.
-        let Ok(r) = (unsafe { ring_ref(ring) }) else { return 0 };
-        if n == 0 || items.is_null() {
-            return 0;
+        let r = unsafe { ring_ref(ring, call)? };
+        if n == 0 {
+            return Ok(0);
+        }
+        if items.is_null() {
+            return Err(Error::InvalidArgument("items is NULL").in_call(call));
         }
         // SAFETY: `items` is valid for `n` reads per the contract.
         let items = unsafe { std::slice::from_raw_parts(items.cast::<*mut ()>(), n as usize) };
         if items.iter().any(|p| p.is_null()) {
-            return 0;
+            return Err(Error::InvalidArgument("an item is NULL").in_call(call));
         }
         // SAFETY: the producer rule is the caller's, as documented.
-        unsafe { r.enqueue_burst(items) }
+        Ok(unsafe { r.enqueue_burst(items) })
     })
 }
 
@@ -201,16 +224,20 @@ pub unsafe extern "C" fn vmig_ring_enqueue_burst(ring: *mut vmig_ring, items: *c
 /// of `n` pointers.
 #[no_mangle]
 pub unsafe extern "C" fn vmig_ring_dequeue_burst(ring: *mut vmig_ring, items: *mut *mut c_void, n: u32) -> u32 {
-    catch_or(0, || {
+    catch_or_err(0, || {
+        let call = || format!("vmig_ring_dequeue_burst(ring {ring:p}, items {items:p}, n {n})");
         // SAFETY: per this function's contract.
-        let Ok(r) = (unsafe { ring_ref(ring) }) else { return 0 };
-        if n == 0 || items.is_null() {
-            return 0;
+        let r = unsafe { ring_ref(ring, call)? };
+        if n == 0 {
+            return Ok(0);
+        }
+        if items.is_null() {
+            return Err(Error::InvalidArgument("items is NULL").in_call(call));
         }
         // SAFETY: `items` is valid for `n` writes per the contract.
         let out = unsafe { std::slice::from_raw_parts_mut(items.cast::<*mut ()>(), n as usize) };
         // SAFETY: single consumer per the documented rule.
-        unsafe { r.dequeue_burst(out) }
+        Ok(unsafe { r.dequeue_burst(out) })
     })
 }
 
@@ -225,7 +252,7 @@ pub unsafe extern "C" fn vmig_ring_dequeue_burst(ring: *mut vmig_ring, items: *m
 #[no_mangle]
 pub unsafe extern "C" fn vmig_ring_count(ring: *const vmig_ring) -> u32 {
     // SAFETY: per this function's contract.
-    catch_or(0, || unsafe { ring_ref(ring) }.map_or(0, |r| r.count()))
+    catch_or_err(0, || unsafe { ring_ref(ring, || format!("vmig_ring_count({ring:p})")) }.map(|r| r.count()))
 }
 
 /// Capacity of the ring (the number of items it holds); 0 for NULL.
@@ -237,7 +264,7 @@ pub unsafe extern "C" fn vmig_ring_count(ring: *const vmig_ring) -> u32 {
 #[no_mangle]
 pub unsafe extern "C" fn vmig_ring_capacity(ring: *const vmig_ring) -> u32 {
     // SAFETY: per this function's contract.
-    catch_or(0, || unsafe { ring_ref(ring) }.map_or(0, |r| r.capacity()))
+    catch_or_err(0, || unsafe { ring_ref(ring, || format!("vmig_ring_capacity({ring:p})")) }.map(|r| r.capacity()))
 }
 
 /// Whether the ring holds no item (a snapshot, see vmig_ring_count()).
@@ -250,7 +277,7 @@ pub unsafe extern "C" fn vmig_ring_capacity(ring: *const vmig_ring) -> u32 {
 #[no_mangle]
 pub unsafe extern "C" fn vmig_ring_empty(ring: *const vmig_ring) -> bool {
     // SAFETY: per this function's contract.
-    catch_or(true, || unsafe { ring_ref(ring) }.map_or(true, |r| r.count() == 0))
+    catch_or_err(true, || unsafe { ring_ref(ring, || format!("vmig_ring_empty({ring:p})")) }.map(|r| r.count() == 0))
 }
 
 /// Whether every slot is taken (a snapshot, see vmig_ring_count()).
@@ -263,5 +290,7 @@ pub unsafe extern "C" fn vmig_ring_empty(ring: *const vmig_ring) -> bool {
 #[no_mangle]
 pub unsafe extern "C" fn vmig_ring_full(ring: *const vmig_ring) -> bool {
     // SAFETY: per this function's contract.
-    catch_or(false, || unsafe { ring_ref(ring) }.is_ok_and(|r| r.count() == r.capacity()))
+    catch_or_err(false, || {
+        unsafe { ring_ref(ring, || format!("vmig_ring_full({ring:p})")) }.map(|r| r.count() == r.capacity())
+    })
 }

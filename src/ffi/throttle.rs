@@ -1,10 +1,8 @@
 //! C ABI of the per-vCPU throttle (`vmig_throttle_*`). Engine:
 //! `crate::throttle`.
 
-use std::ptr::NonNull;
-
-use super::{catch_int, catch_or, catch_ptr};
-use crate::error::{Error, Result};
+use super::handle::{self, box_handle};
+use super::{catch_int, catch_or_err, catch_ptr};
 use crate::throttle::Throttle;
 
 /// Largest percentage vmig_throttle_set() accepts (QEMU's
@@ -26,13 +24,9 @@ pub struct vmig_throttle {
     _opaque: [u8; 0],
 }
 
-/// # Safety
-/// `t` is NULL or a live handle from vmig_throttle_new().
-unsafe fn throttle_ref<'a>(t: *const vmig_throttle) -> Result<&'a Throttle> {
-    let t = NonNull::new(t.cast_mut()).ok_or(Error::InvalidArgument("throttle is NULL"))?;
-    // SAFETY: a live handle is a leaked Box<Throttle> (vmig_throttle_new).
-    Ok(unsafe { t.cast::<Throttle>().as_ref() })
-}
+// Tag "vmth"; see `ffi::handle`. Every call takes `&Throttle` (it is
+// shared by the vCPU threads), so `*mut` handles are only ever read here.
+box_handle!(vmig_throttle, Throttle, 0x766d_7468);
 
 /// Creates a throttle for `nr_vcpus` vCPUs (1..=VMIG_THROTTLE_MAX_VCPUS)
 /// that run `timeslice_ns` (> 0; QEMU uses 10 ms) between sleeps. It starts
@@ -44,7 +38,11 @@ unsafe fn throttle_ref<'a>(t: *const vmig_throttle) -> Result<&'a Throttle> {
 /// Thread-safety: may be called from any thread.
 #[no_mangle]
 pub extern "C" fn vmig_throttle_new(nr_vcpus: u32, timeslice_ns: u64) -> *mut vmig_throttle {
-    catch_ptr(|| Ok(Box::into_raw(Box::new(Throttle::new(nr_vcpus, timeslice_ns)?)).cast()))
+    catch_ptr(|| {
+        let t = Throttle::new(nr_vcpus, timeslice_ns)
+            .map_err(|e| e.in_call(|| format!("vmig_throttle_new(nr_vcpus {nr_vcpus}, timeslice_ns {timeslice_ns})")))?;
+        Ok(vmig_throttle::new_box(t))
+    })
 }
 
 /// Frees a throttle. NULL is a no-op.
@@ -57,12 +55,8 @@ pub extern "C" fn vmig_throttle_new(nr_vcpus: u32, timeslice_ns: u64) -> *mut vm
 /// `t` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn vmig_throttle_free(t: *mut vmig_throttle) {
-    catch_or((), || {
-        if !t.is_null() {
-            // SAFETY: a live handle is a leaked Box<Throttle>, freed once here.
-            drop(unsafe { Box::from_raw(t.cast::<Throttle>()) });
-        }
-    })
+    // SAFETY: per this function's contract.
+    catch_or_err((), || unsafe { handle::free(t) }.map_err(|e| e.in_call(|| format!("vmig_throttle_free({t:p})"))))
 }
 
 /// Sets the throttle to `pct` percent of each vCPU's time asleep: 0 turns
@@ -80,8 +74,9 @@ pub unsafe extern "C" fn vmig_throttle_free(t: *mut vmig_throttle) {
 #[no_mangle]
 pub unsafe extern "C" fn vmig_throttle_set(t: *mut vmig_throttle, pct: u32) -> i32 {
     catch_int(|| {
+        let call = || format!("vmig_throttle_set(throttle {t:p}, pct {pct})");
         // SAFETY: per this function's contract.
-        unsafe { throttle_ref(t)? }.set(pct)?;
+        unsafe { handle::try_ref(t.cast_const()) }.and_then(|t| t.set(pct)).map_err(|e| e.in_call(call))?;
         Ok(0)
     })
 }
@@ -94,8 +89,11 @@ pub unsafe extern "C" fn vmig_throttle_set(t: *mut vmig_throttle, pct: u32) -> i
 /// `t` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn vmig_throttle_get(t: *const vmig_throttle) -> u32 {
-    // SAFETY: per this function's contract.
-    catch_or(0, || unsafe { throttle_ref(t) }.map_or(0, |t| t.get()))
+    catch_or_err(0, || {
+        // SAFETY: per this function's contract.
+        let t = unsafe { handle::try_ref(t) }.map_err(|e| e.in_call(|| format!("vmig_throttle_get({t:p})")))?;
+        Ok(t.get())
+    })
 }
 
 /// For a VMM with its own per-vCPU timers: `vcpu`'s timer fired at `now_ns`
@@ -114,9 +112,11 @@ pub unsafe extern "C" fn vmig_throttle_get(t: *const vmig_throttle) -> u32 {
 /// `t` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn vmig_throttle_vcpu_sleep_ns(t: *mut vmig_throttle, vcpu: u32, now_ns: u64) -> u64 {
-    catch_or(0, || {
+    catch_or_err(0, || {
         // SAFETY: per this function's contract.
-        unsafe { throttle_ref(t) }.and_then(|t| t.vcpu_sleep_ns(vcpu, now_ns)).unwrap_or(0)
+        unsafe { handle::try_ref(t.cast_const()) }
+            .and_then(|t| t.vcpu_sleep_ns(vcpu, now_ns))
+            .map_err(|e| e.in_call(|| format!("vmig_throttle_vcpu_sleep_ns(throttle {t:p}, vcpu {vcpu})")))
     })
 }
 
@@ -133,9 +133,11 @@ pub unsafe extern "C" fn vmig_throttle_vcpu_sleep_ns(t: *mut vmig_throttle, vcpu
 /// `t` is NULL or a live handle.
 #[no_mangle]
 pub unsafe extern "C" fn vmig_throttle_vcpu_next_ns(t: *mut vmig_throttle, vcpu: u32, now_ns: u64) -> u64 {
-    catch_or(u64::MAX, || {
+    catch_or_err(u64::MAX, || {
         // SAFETY: per this function's contract.
-        unsafe { throttle_ref(t) }.and_then(|t| t.vcpu_next_ns(vcpu, now_ns)).unwrap_or(u64::MAX)
+        unsafe { handle::try_ref(t.cast_const()) }
+            .and_then(|t| t.vcpu_next_ns(vcpu, now_ns))
+            .map_err(|e| e.in_call(|| format!("vmig_throttle_vcpu_next_ns(throttle {t:p}, vcpu {vcpu})")))
     })
 }
 
@@ -157,7 +159,10 @@ pub unsafe extern "C" fn vmig_throttle_vcpu_next_ns(t: *mut vmig_throttle, vcpu:
 pub unsafe extern "C" fn vmig_throttle_vcpu_run(t: *mut vmig_throttle, vcpu: u32) -> i32 {
     catch_int(|| {
         // SAFETY: per this function's contract.
-        Ok(i32::from(unsafe { throttle_ref(t)? }.vcpu_run(vcpu)?))
+        let slept = unsafe { handle::try_ref(t.cast_const()) }
+            .and_then(|t| t.vcpu_run(vcpu))
+            .map_err(|e| e.in_call(|| format!("vmig_throttle_vcpu_run(throttle {t:p}, vcpu {vcpu})")))?;
+        Ok(i32::from(slept))
     })
 }
 
@@ -177,7 +182,9 @@ pub unsafe extern "C" fn vmig_throttle_vcpu_run(t: *mut vmig_throttle, vcpu: u32
 pub unsafe extern "C" fn vmig_throttle_kick(t: *mut vmig_throttle, vcpu: u32) -> i32 {
     catch_int(|| {
         // SAFETY: per this function's contract.
-        unsafe { throttle_ref(t)? }.kick(vcpu)?;
+        unsafe { handle::try_ref(t.cast_const()) }
+            .and_then(|t| t.kick(vcpu))
+            .map_err(|e| e.in_call(|| format!("vmig_throttle_kick(throttle {t:p}, vcpu {vcpu})")))?;
         Ok(0)
     })
 }

@@ -58,10 +58,10 @@ impl Work for CompWork {
     fn run(&mut self, job: &mut CompJob) {
         // SAFETY: the submitter checked `page` non-NULL, and the caller of
         // `CompPool::submit` guarantees `page_size` readable bytes until the
-        // result is collected. `copy` is ours and `page_size` long; the guest
-        // may write the page concurrently, so it is copied with a plain
-        // byte copy first and only the copy is inspected.
-        unsafe { std::ptr::copy_nonoverlapping(job.page, self.copy.as_mut_ptr(), self.copy.len()) };
+        // result is collected; `copy` is ours and `page_size` long. The
+        // guest may write the page meanwhile: volatile word loads
+        // (`guest_mem`), and only the copy is inspected.
+        unsafe { crate::guest_mem::copy_from_guest(job.page, &mut self.copy) };
         job.out.clear();
         job.zero_page = is_zero(&self.copy);
         if job.zero_page {

@@ -2,19 +2,9 @@
 
 use crate::error::{Error, Result};
 
-/// Default depth of each worker's submission ring.
-///
-/// Four is the 2018 RFC's choice and the contract. A worker with 4
-/// queued pages holds ~64-130 us of level-1 work (4 x 16-33 us with
-/// zlib-rs), about one futex wake round trip (~70 us), and the migration
-/// thread is woken to refill at half (2 pages left), so a worker does not run
-/// dry while it wakes. The depth sets how often a migration thread that
-/// outruns its workers must sleep: measured with 2 workers on the 2-core CI
-/// machine (`VMIG_BENCH_THREADS=1,2 VMIG_BENCH_DEPTHS=2,4,8,16 cargo bench
-/// --bench pool`, load ~10), voluntary context switches per page were 0.73
-/// (depth 2), 0.43 (4), 0.24 (8), 0.12 (16), against 2.07 for QEMU's legacy
-/// threads. Deeper rings cut switches further but add latency and memory;
-/// set `ring_depth` to 8 or 16 when workers >= CPUs. See docs/pool.md.
+/// Default depth of each worker's submission ring: the 2018 RFC's 4, about
+/// one futex wake's worth of level-1 work; measurements and when to raise
+/// it in docs/pool.md, "Ring depth".
 pub const DEFAULT_RING_DEPTH: u32 = 4;
 /// Largest ring depth: beyond this a worker only hoards pages.
 pub const MAX_RING_DEPTH: u32 = 1024;

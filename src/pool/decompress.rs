@@ -52,8 +52,9 @@ impl Work for DecompWork {
         }
         // SAFETY: the caller of `DecompPool::submit` guarantees `dest` is
         // valid for `page_size` bytes of writes and not accessed by anyone
-        // else until `wait`; `page` is exactly `page_size` long.
-        unsafe { std::ptr::copy_nonoverlapping(self.page.as_ptr(), job.dest, self.page.len()) };
+        // else until `wait`; `page` is exactly `page_size` long. `dest` is
+        // guest RAM: written with volatile stores, as every guest access.
+        unsafe { crate::guest_mem::copy_to_guest(job.dest, &self.page) };
         job.status = 0;
     }
 

@@ -22,11 +22,23 @@
 mod compress;
 mod config;
 mod decompress;
+mod handoff;
 mod job;
 mod stats;
 mod tsan;
-pub mod wake;
+pub(crate) mod wake;
 mod worker;
+
+/// Test hooks for the loom models in `tests/loom_pool.rs` (not an API:
+/// only built with `--cfg vmig_loom`): the sleep/wake steps the workers and
+/// the submitter run, so the models check the shipped protocol.
+#[cfg(vmig_loom)]
+pub mod loom_hooks {
+    pub use super::handoff::{
+        job_queued, next_job, request_shutdown, result_published, sleep_for_space, sleep_unless, wait_result, Waiter,
+    };
+    pub use super::wake::WakeFlag;
+}
 
 pub use compress::{CompPool, CompResult};
 pub use config::{

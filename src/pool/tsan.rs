@@ -23,11 +23,11 @@ pub(crate) struct Tsan {
 impl Tsan {
     /// Resolves the hooks (once per pool, never on the hot path).
     pub fn detect() -> Tsan {
-        #[cfg(any(loom, miri))]
+        #[cfg(any(vmig_loom, miri))]
         {
             Tsan::default()
         }
-        #[cfg(not(any(loom, miri)))]
+        #[cfg(not(any(vmig_loom, miri)))]
         {
             let find = |name: &std::ffi::CStr| -> Option<Hook> {
                 // SAFETY: dlsym with RTLD_DEFAULT only searches loaded objects.

@@ -36,7 +36,7 @@
 //! A spurious return (signal, stale wake) only sends the sleeper round its
 //! loop to re-check the ring.
 //!
-//! Under `cfg(loom)` `FUTEX_WAIT` is modelled by its definition (block while
+//! Under `cfg(vmig_loom)` `FUTEX_WAIT` is modelled by its definition (block while
 //! the word still reads `SLEEPING`) as a `yield_now` loop, and `FUTEX_WAKE`
 //! by nothing: the sleeper leaves once it sees the waker's store. A lost
 //! wake-up is then a sleeper spinning forever, which loom reports. So
@@ -48,31 +48,9 @@ use crate::sync::{fence, AtomicU32, Ordering};
 const AWAKE: u32 = 0;
 const SLEEPING: u32 = 1;
 
-/// How long a thread that ran out of work polls before it goes to sleep.
-///
-/// Measured on the 2-core CI machine: a cross-CPU futex wake round trip costs
-/// ~70 us, a spinning hand-off ~55 ns, and compressing one 4 KiB page with
-/// zlib-rs level 1 ~16 us (~33 us for the benchmark's code/text mix).
-///
-/// * Spinning pays off while the expected wait is shorter than the wake it
-///   avoids; the classic competitive bound says spin for about the cost of
-///   blocking, so any budget up to ~70 us loses at most 2x against an oracle.
-/// * A sleep is dearer than its latency suggests: the `FUTEX_WAKE` runs on
-///   the *waker*, i.e. on a worker between two pages, or on the migration
-///   thread between two submissions. A submitter blocked on a full ring gets
-///   a free slot within one page time, so the budget must cover one page at
-///   the usual levels or every refill costs a worker a system call.
-///
-/// 50 us covers one to three pages at level 1 and stays under the wake cost.
-/// Past [`SPIN_PAUSES`] the loop calls `sched_yield`, so on a busy host a
-/// spinning thread hands its CPU to a runnable worker instead of burning it:
-/// with pure `pause` spinning instead, 1 worker fell to 0.37x the raw rate
-/// under load 13 (the spinner held the CPU its worker needed), against
-/// 0.8-1.2x with the yield. Each yield that switches counts as an
-/// involuntary context switch (~0.5 per page under that load, ~0 idle). It is a constant, not a config
-/// field, because it follows from kernel and CPU costs, not from the pool's
-/// shape; `cargo bench --bench pool` prints the migration thread's CPU time
-/// per page, which is where its price shows.
+/// How long a thread that ran out of work polls (yielding) before it
+/// sleeps: about one page at level 1, under the ~70 us futex wake round
+/// trip; measurements in docs/pool.md, "Spin budget".
 pub const SPIN_BUDGET_NS: u64 = 50_000;
 
 /// Busy-wait rounds (`pause` instructions) before the spin loop starts
@@ -127,7 +105,7 @@ impl WakeFlag {
     /// Sleeper, step 3: block until a waker clears the flag (or spuriously).
     /// The caller re-checks for work afterwards.
     pub fn sleep(&self) {
-        #[cfg(not(loom))]
+        #[cfg(not(vmig_loom))]
         {
             // SAFETY: the futex word is a live AtomicU32 owned by `self`;
             // FUTEX_WAIT only reads it and returns at once if it is not
@@ -142,7 +120,7 @@ impl WakeFlag {
                 );
             }
         }
-        #[cfg(loom)]
+        #[cfg(vmig_loom)]
         // Relaxed: FUTEX_WAIT's own check of the word; no data rides on it.
         while self.state.load(Ordering::Relaxed) == SLEEPING {
             crate::sync::yield_now();
@@ -176,7 +154,7 @@ impl WakeFlag {
     pub fn wake_sleeper(&self) -> bool {
         // Relaxed: the CAS only elects one waker; no data rides on it, and
         // it writes nothing when the sleeper is already awake.
-        #[cfg(not(loom))]
+        #[cfg(not(vmig_loom))]
         if self.state.compare_exchange(SLEEPING, AWAKE, Ordering::Relaxed, Ordering::Relaxed).is_err() {
             return false;
         }
@@ -186,7 +164,7 @@ impl WakeFlag {
         // therefore elects with a load and a store: at worst two wakers both
         // wake (a spurious wake-up, which the protocol tolerates); the
         // Dekker part under test (S1/F1/F2/L2) is unchanged.
-        #[cfg(loom)]
+        #[cfg(vmig_loom)]
         {
             // Relaxed, as the RMW it stands in for; the fences F1/F2 order it.
             if self.state.load(Ordering::Relaxed) != SLEEPING {
@@ -199,7 +177,7 @@ impl WakeFlag {
     }
 
     fn wake(&self) {
-        #[cfg(not(loom))]
+        #[cfg(not(vmig_loom))]
         // SAFETY: the futex word is a live AtomicU32 owned by `self`.
         unsafe {
             libc::syscall(libc::SYS_futex, self.state.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1);
@@ -225,12 +203,12 @@ pub fn spinning_pays(threads: u32) -> bool {
 /// to [`SPIN_BUDGET_NS`].
 #[inline]
 pub fn spin_for<T>(long: bool, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
-    #[cfg(loom)]
+    #[cfg(vmig_loom)]
     {
         let _ = long;
         ready()
     }
-    #[cfg(not(loom))]
+    #[cfg(not(vmig_loom))]
     {
         for _ in 0..SPIN_PAUSES {
             if let Some(v) = ready() {

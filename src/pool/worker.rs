@@ -32,6 +32,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use super::handoff::{self, Waiter};
 use super::job::{RouteTable, Slot};
 use super::tsan::Tsan;
 use super::wake::{spin_for, spinning_pays, WakeFlag};
@@ -53,13 +54,9 @@ type SlotBox<J> = Box<Slot<J>>;
 
 /// State shared by the submitter and every worker.
 struct Shared {
-    /// The submitter's flag: it sleeps on it in `wait_one`/`submit(wait)`.
-    waiter: WakeFlag,
-    /// Why the submitter sleeps: `true` = for ring space (`submit`), `false`
-    /// = for a result (`wait_one`, `flush`). Written before `prepare_sleep`
-    /// (F1), read by workers after `is_sleeping` (F2): the Dekker pair
-    /// orders it like the flag itself.
-    wants_space: AtomicBool,
+    /// The submitter's flag and why it sleeps (`wait_one`, `flush`:
+    /// for a result; `submit(wait)`: for ring space).
+    waiter: Waiter,
     /// Set once by `Drop`; workers exit when they see it.
     shutdown: AtomicBool,
 }
@@ -102,13 +99,8 @@ pub(crate) struct Engine<J: Send + 'static> {
     /// Pages queued on each worker so far.
     submitted: Vec<u64>,
     /// How far (in pages) a waiting submission lets one worker run ahead of
-    /// the least-fed one: two rings' worth. Round robin that skips full
-    /// rings hands more pages to whichever worker the OS schedules more; on
-    /// an oversubscribed host (4 workers on 2 cores) that left one worker
-    /// with 35-44% fewer pages than another in `benches/pool.rs`. Bounding
-    /// the lead keeps them even over any run longer than a few rings, and
-    /// costs nothing while the OS is fair. A non-waiting submission (QEMU's
-    /// compress-wait-thread=off) is never refused for balance.
+    /// the least-fed one: two rings' worth (why, measured: docs/pool.md,
+    /// "Balance"). A non-waiting submission is never refused for balance.
     max_skew: u64,
 }
 
@@ -132,11 +124,7 @@ impl<J: Send + 'static> Engine<J> {
         let mut engine = Engine {
             workers: Vec::with_capacity(threads as usize),
             done,
-            shared: Arc::new(Shared {
-                waiter: WakeFlag::new(),
-                wants_space: AtomicBool::new(false),
-                shutdown: AtomicBool::new(false),
-            }),
+            shared: Arc::new(Shared { waiter: Waiter::default(), shutdown: AtomicBool::new(false) }),
             routes: RouteTable::with_capacity(max)?,
             ready,
             next: 0,
@@ -203,10 +191,7 @@ impl<J: Send + 'static> Engine<J> {
             };
             match self.try_enqueue(slot, pinned, limit) {
                 Ok(w) => {
-                    self.in_flight += 1;
-                    if self.workers[w].wake.wake_if_sleeping() {
-                        self.counters.wakeups += 1;
-                    }
+                    self.queued(w);
                     return Ok(());
                 }
                 Err(s) => slot = s,
@@ -227,21 +212,24 @@ impl<J: Send + 'static> Engine<J> {
             if spin_for(self.long_spin, has_room).is_some() {
                 continue;
             }
-            // Relaxed: ordered by F1 in `prepare_sleep`, read after F2.
-            self.shared.wants_space.store(true, Ordering::Relaxed);
-            self.shared.waiter.prepare_sleep();
-            match self.try_enqueue(slot, pinned, limit) {
+            // A second handle on the shared state: the retry borrows `self`.
+            let shared = Arc::clone(&self.shared);
+            match handoff::sleep_for_space(&shared.waiter, || self.try_enqueue(slot, pinned, limit)) {
                 Ok(w) => {
-                    self.shared.waiter.cancel_sleep();
-                    self.in_flight += 1;
-                    if self.workers[w].wake.wake_if_sleeping() {
-                        self.counters.wakeups += 1;
-                    }
+                    self.queued(w);
                     return Ok(());
                 }
                 Err(s) => slot = s,
             }
-            self.shared.waiter.sleep();
+        }
+    }
+
+    /// A job was queued on worker `w`: count it and wake the worker.
+    #[inline]
+    fn queued(&mut self, w: usize) {
+        self.in_flight += 1;
+        if handoff::job_queued(&self.workers[w].wake) {
+            self.counters.wakeups += 1;
         }
     }
 
@@ -296,66 +284,32 @@ impl<J: Send + 'static> Engine<J> {
     /// Takes the oldest result, sleeping until one is ready; `None` when
     /// nothing is in flight.
     pub fn wait_one(&mut self) -> Option<SlotBox<J>> {
-        loop {
-            if let Some(s) = self.poll() {
-                return Some(s);
-            }
-            if self.in_flight == 0 {
-                return None;
-            }
-            let done = &self.done;
-            if let Some(s) = spin_for(self.long_spin, || done.dequeue()) {
-                self.collected(&s);
-                return Some(s);
-            }
-            // Relaxed: ordered by F1 in `prepare_sleep`, read after F2.
-            self.shared.wants_space.store(false, Ordering::Relaxed);
-            self.shared.waiter.prepare_sleep();
-            if let Some(s) = self.done.dequeue() {
-                self.shared.waiter.cancel_sleep();
-                self.collected(&s);
-                return Some(s);
-            }
-            // Something is in flight and not on the done ring: a worker holds
-            // it and will publish it, then wake us.
-            self.shared.waiter.sleep();
+        if let Some(s) = self.poll() {
+            return Some(s);
         }
+        if self.in_flight == 0 {
+            return None;
+        }
+        // Something is in flight and neither ready nor on the done ring: a
+        // worker holds it and will publish it, then wake us.
+        let s = handoff::wait_result(&self.shared.waiter, &self.done, self.long_spin);
+        self.collected(&s);
+        Some(s)
     }
 
     /// Blocks until every submission has a result ready (they stay queued
     /// for `poll`, in order).
     pub fn flush(&mut self) {
         while self.ready.len() < self.in_flight {
-            if let Some(s) = self.done.dequeue() {
-                self.ready.push_back(s);
-                continue;
-            }
-            let done = &self.done;
-            if let Some(s) = spin_for(self.long_spin, || done.dequeue()) {
-                self.ready.push_back(s);
-                continue;
-            }
-            // Relaxed: ordered by F1 in `prepare_sleep`, read after F2.
-            self.shared.wants_space.store(false, Ordering::Relaxed);
-            self.shared.waiter.prepare_sleep();
-            if let Some(s) = self.done.dequeue() {
-                self.shared.waiter.cancel_sleep();
-                self.ready.push_back(s);
-                continue;
-            }
-            self.shared.waiter.sleep();
+            let s = handoff::wait_result(&self.shared.waiter, &self.done, self.long_spin);
+            self.ready.push_back(s);
         }
     }
 }
 
 impl<J: Send + 'static> Drop for Engine<J> {
     fn drop(&mut self) {
-        // Relaxed would do for the flag itself; SeqCst keeps it before F2 in
-        // `wake_if_sleeping`, pairing with F1 before the worker's re-check.
-        self.shared.shutdown.store(true, Ordering::SeqCst);
-        for w in &self.workers {
-            w.wake.wake_if_sleeping();
-        }
+        handoff::request_shutdown(&self.shared.shutdown, self.workers.iter().map(|w| &*w.wake));
         for w in &mut self.workers {
             if let Some(t) = w.thread.take() {
                 // A worker catches panics from the job; a panic elsewhere in
@@ -382,38 +336,7 @@ struct WorkerCtx<J: Send + 'static> {
 
 fn worker_main<W: Work>(mut work: W, ctx: WorkerCtx<W::Job>) {
     let WorkerCtx { rx, done, wake, shared, tsan, long_spin, low_water } = ctx;
-    loop {
-        let slot = match rx.dequeue() {
-            Some(s) => s,
-            None => {
-                // Relaxed: a hint only; the decisive check is after F1 below.
-                if shared.shutdown.load(Ordering::Relaxed) {
-                    return;
-                }
-                if let Some(s) = spin_for(long_spin, || rx.dequeue()) {
-                    s
-                } else {
-                    wake.prepare_sleep();
-                    // SeqCst: the load after F1 that pairs with the shutdown
-                    // store + F2 in `Engine::drop`.
-                    if shared.shutdown.load(Ordering::SeqCst) {
-                        wake.cancel_sleep();
-                        return;
-                    }
-                    match rx.dequeue() {
-                        Some(s) => {
-                            wake.cancel_sleep();
-                            s
-                        }
-                        None => {
-                            wake.sleep();
-                            continue;
-                        }
-                    }
-                }
-            }
-        };
-        let mut slot = slot;
+    while let Some(mut slot) = handoff::next_job(&rx, &wake, &shared.shutdown, long_spin) {
         tsan.acquire(&*slot);
         // Relaxed: a shortcut only; pages queued at shutdown are dropped,
         // not processed (their memory may be gone once free returns).
@@ -431,17 +354,9 @@ fn worker_main<W: Work>(mut work: W, ctx: WorkerCtx<W::Job>) {
             slot = s;
             crate::sync::yield_now();
         }
-        if shared.waiter.is_sleeping() {
-            // A submitter waiting for a result is woken at once. One waiting
-            // for ring space is woken only once this ring is down to half
-            // (hysteresis): it then refills depth/2 slots per wake-up instead
-            // of one, and the pages still queued here keep this worker busy
-            // while it wakes (~70 us). Every full ring drains to half, so the
-            // wake cannot be missed. Relaxed: ordered by F1/F2, see Shared.
-            if !shared.wants_space.load(Ordering::Relaxed) || rx.count() <= low_water {
-                shared.waiter.wake_sleeper();
-            }
-        }
+        // Wakes a submitter waiting for a result, or for space once this
+        // ring is down to half (`low_water`, hysteresis).
+        handoff::result_published(&shared.waiter, rx.count(), low_water);
     }
 }
 
@@ -527,9 +442,40 @@ mod tests {
         assert_eq!(e.counters.busy, 1);
     }
 
+    /// A `Work` that counts the live workers: created by `make_work`,
+    /// dropped when its thread's `worker_main` returns. The drop lingers so
+    /// that a worker that was not joined is still counted when `new` returns.
+    struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+    impl Work for Counted {
+        type Job = (u64, i32);
+        fn run(&mut self, _: &mut Self::Job) {}
+        fn fail(_: &mut Self::Job) {}
+    }
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            std::thread::sleep(std::time::Duration::from_millis(if cfg!(miri) { 1 } else { 20 }));
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     #[test]
     fn failed_construction_joins_started_workers() {
-        let r = Engine::new(4, 2, "vmig-test", |i| if i == 2 { Err(Error::OutOfMemory) } else { Ok(Echo) });
+        let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started = std::sync::atomic::AtomicUsize::new(0);
+        let r = Engine::new(4, 2, "vmig-test", |i| {
+            if i == 2 {
+                return Err(Error::OutOfMemory);
+            }
+            live.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(Counted(live.clone()))
+        });
         assert_eq!(r.err(), Some(Error::OutOfMemory));
+        assert_eq!(started.into_inner(), 2, "workers 0 and 1 were started");
+        // Every started worker's thread has exited and dropped its Work
+        // before `new` returned: they were joined, not left running.
+        assert_eq!(live.load(std::sync::atomic::Ordering::SeqCst), 0, "started workers still alive");
+        // The engine's own references (rings, shared state) are gone too.
+        assert_eq!(Arc::strong_count(&live), 1);
     }
 }

@@ -166,7 +166,9 @@ impl ReaperConfig {
             return bad("min_interval_us is 0");
         }
         if self.min_interval_us > self.max_interval_us {
-            return bad("min_interval_us > max_interval_us");
+            let (min, max) = (self.min_interval_us, self.max_interval_us);
+            return bad("min_interval_us > max_interval_us")
+                .map_err(|e: Error| e.in_call(|| format!("min_interval_us {min}, max_interval_us {max}")));
         }
         if self.fixed.interval_us == 0 {
             return bad("fixed interval is 0");
@@ -179,11 +181,14 @@ impl ReaperConfig {
         }
         let a = &self.aimd;
         if a.high_permille == 0 || a.high_permille > 1000 || a.low_permille >= a.high_permille {
-            return bad("aimd marks must satisfy low < high <= 1000");
+            return bad("aimd marks must satisfy low < high <= 1000").map_err(|e: Error| {
+                e.in_call(|| format!("aimd_low_permille {}, aimd_high_permille {}", a.low_permille, a.high_permille))
+            });
         }
         let p = &self.predictive;
         if p.target_permille == 0 || p.target_permille > 1000 {
-            return bad("predictive target must be in 1..=1000 permille");
+            return bad("predictive target must be in 1..=1000 permille")
+                .map_err(|e: Error| e.in_call(|| format!("predictive_target_permille {}", p.target_permille)));
         }
         if p.probe_us == 0 {
             return bad("predictive probe interval is 0");
@@ -228,7 +233,7 @@ mod tests {
         for (i, f) in cases.iter().enumerate() {
             let mut c = base;
             f(&mut c);
-            assert!(matches!(c.validate(), Err(Error::InvalidArgument(_))), "case {i} accepted");
+            assert_eq!(c.validate().map_err(|e| e.errno()), Err(libc::EINVAL), "case {i} accepted");
         }
     }
 }

@@ -173,8 +173,8 @@ pub(crate) fn mpsc_at<T: RingItem>(capacity: u32, start: u32) -> Result<(MpProdu
 }
 
 /// Test hooks for the loom models in `tests/loom_ring.rs` (not an API:
-/// only built with `--cfg loom`).
-#[cfg(loom)]
+/// only built with `--cfg vmig_loom`).
+#[cfg(vmig_loom)]
 #[doc(hidden)]
 pub mod loom_hooks {
     use super::*;

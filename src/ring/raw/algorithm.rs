@@ -14,7 +14,7 @@ use crate::sync::Ordering;
 /// slot. The limit is crossbeam-utils' `Backoff` spin limit, measured in
 /// docs/ring.md ("What changed since the first version"). Under loom one
 /// hint (a yield) per retry keeps the models small.
-const CLAIM_SPIN_LIMIT: u32 = if cfg!(loom) { 0 } else { 6 };
+const CLAIM_SPIN_LIMIT: u32 = if cfg!(vmig_loom) { 0 } else { 6 };
 
 struct ClaimBackoff(u32);
 
@@ -25,7 +25,7 @@ impl ClaimBackoff {
 
     #[inline]
     // Under loom the limit is 0 and the `min` a no-op, on purpose.
-    #[cfg_attr(loom, allow(clippy::unnecessary_min_or_max))]
+    #[cfg_attr(vmig_loom, allow(clippy::unnecessary_min_or_max))]
     fn spin(&mut self) {
         for _ in 0..1u32 << self.0 {
             crate::sync::spin_loop();
