@@ -25,6 +25,13 @@ pub enum Error {
     /// An internal bug was caught (a panic) and the operation failed (`EIO`).
     /// The process and the guest survive; the migration fails.
     Internal(&'static str),
+    /// A system call failed with this errno (positive); `what` names the call.
+    Os {
+        /// The errno the call returned.
+        errno: i32,
+        /// Which call failed.
+        what: &'static str,
+    },
 }
 
 impl Error {
@@ -38,6 +45,7 @@ impl Error {
             Error::BadMessage(_) => libc::EBADMSG,
             Error::ThreadSpawn => libc::EAGAIN,
             Error::Internal(_) => libc::EIO,
+            Error::Os { errno, .. } => *errno,
         }
     }
 
@@ -57,11 +65,19 @@ impl fmt::Display for Error {
             Error::BadMessage(what) => write!(f, "bad message: {what}"),
             Error::ThreadSpawn => f.write_str("could not spawn a worker thread"),
             Error::Internal(what) => write!(f, "internal error: {what}"),
+            Error::Os { errno, what } => write!(f, "{what}: {}", std::io::Error::from_raw_os_error(*errno)),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+impl Error {
+    /// An [`Error::Os`] from an `io::Error` (EIO if it carries no errno).
+    pub fn os(e: &std::io::Error, what: &'static str) -> Error {
+        Error::Os { errno: e.raw_os_error().unwrap_or(libc::EIO), what }
+    }
+}
 
 /// Result alias used throughout vmig.
 pub type Result<T> = std::result::Result<T, Error>;

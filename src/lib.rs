@@ -7,6 +7,8 @@
 //! * [`pool`]: compression and decompression pools on that ring, wire
 //!   compatible with QEMU's compressed pages.
 //! * [`throttle`]: the accurate per-vCPU auto-converge throttle.
+//! * [`postcopy`]: postcopy on userfaultfd: fault service, exactly-once
+//!   page placement, urgent-page queue and sent map, request latency.
 //!
 //! The C ABI lives in `ffi` and follows one contract, documented there:
 //! `0` or a negative errno, NULL/out-of-range arguments rejected with
@@ -22,6 +24,8 @@ pub mod error;
 pub mod ffi;
 /// cbindgen:ignore
 pub mod pool;
+/// cbindgen:ignore
+pub mod postcopy;
 /// cbindgen:ignore
 pub mod reaper;
 /// cbindgen:ignore
