@@ -225,8 +225,9 @@ impl PostcopyDest {
     /// Waits up to `timeout_ms` for faults and appends to `out` each page
     /// that needs requesting: one not yet received and not requested
     /// before. Returns how many were appended. The request time is taken
-    /// here, so send the requests at once. One fault-service thread at a
-    /// time (the userfaultfd is read by one reader).
+    /// here, so send the requests at once. At most [`FAULT_BATCH`](super::uffd::FAULT_BATCH) per call.
+    /// One fault-service thread at a time (the userfaultfd is read by one
+    /// reader).
     pub fn wait_requests(&self, timeout_ms: i32, out: &mut Vec<u64>) -> Result<usize> {
         if self.is_failed() {
             return Err(Error::Os { errno: libc::ESHUTDOWN, what: "postcopy already failed" });

@@ -129,6 +129,9 @@ pub const UFFDIO_ZEROPAGE: u64 = ioc(IOC_READ | IOC_WRITE, 0x04, std::mem::size_
 /// USERFAULTFD_IOC_NEW = _IO(0xAA, 0x00), on /dev/userfaultfd.
 pub const USERFAULTFD_IOC_NEW: u64 = UFFDIO << 8;
 
+/// Most fault messages one [`Uffd::read_faults`] call returns.
+pub const FAULT_BATCH: usize = 64;
+
 /// What a placement ioctl did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fill {
@@ -252,7 +255,7 @@ impl Uffd {
         if r == 0 {
             return Ok(0);
         }
-        let mut msgs = [UffdMsg::default(); 64];
+        let mut msgs = [UffdMsg::default(); FAULT_BATCH];
         let size = std::mem::size_of_val(&msgs);
         // SAFETY: `msgs` is `size` writable bytes of plain-old-data.
         let n = unsafe { libc::read(self.fd.as_raw_fd(), msgs.as_mut_ptr().cast(), size) };
