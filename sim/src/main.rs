@@ -209,6 +209,10 @@ struct Cli {
     /// With --postcopy: microseconds of bulk data the NIC holds ahead of an urgent packet.
     #[arg(long, value_name = "US", default_value_t = 50, requires = "postcopy")]
     nic_queue_us: u64,
+    /// With --postcopy: run the latency-path threads (NIC, fault service, return path, preempt receiver) SCHED_FIFO,
+    /// so a loaded host's run queue does not dominate the measured latency (needs CAP_SYS_NICE).
+    #[arg(long, requires = "postcopy")]
+    rt_threads: bool,
     /// Test only: break the connections after this many postcopy pages.
     #[arg(long, value_name = "PAGES", hide = true, requires = "postcopy")]
     fault_break_postcopy: Option<u64>,
@@ -265,6 +269,7 @@ impl Cli {
                 pc.sndbuf = self.sndbuf;
                 pc.nic_queue_us = self.nic_queue_us;
                 pc.fault_break_after = self.fault_break_postcopy;
+                pc.rt_threads = self.rt_threads;
                 pc
             }),
         }

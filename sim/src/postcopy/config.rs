@@ -61,6 +61,9 @@ pub struct PostcopyConfig {
     /// device queue, which byte queue limits keep to tens of µs): the most an
     /// urgent page on its own connection waits behind the bulk stream.
     pub nic_queue_us: u64,
+    /// Run the latency-path threads SCHED_FIFO (`--rt-threads`), see
+    /// `netlink::precise_timers`.
+    pub rt_threads: bool,
     /// Test only: break both connections after this many postcopy pages.
     pub fault_break_after: Option<u64>,
 }
@@ -79,6 +82,7 @@ impl PostcopyConfig {
             // 50 µs: 6 KB at 1 Gbit/s, 62 KB at 10 Gbit/s, the order of a
             // BQL-limited NIC queue; docs/postcopy.md ("Link model").
             nic_queue_us: 50,
+            rt_threads: false,
             fault_break_after: None,
         }
     }

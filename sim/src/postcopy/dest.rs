@@ -157,7 +157,7 @@ fn receive(conns: &DestConns, ram: &GuestRam, w: &mut DestWorkload, out: &mut De
             .collect::<io::Result<_>>()?;
         let mut ret = conns.main.try_clone()?;
         let fault = std::thread::Builder::new().name("fault-service".into()).spawn_scoped(s, move || {
-            super::netlink::precise_timers();
+            super::netlink::request_path_thread();
             let r = pd.serve_faults(&mut |p| ret.write_all(&p.to_be_bytes()));
             if r.is_ok() && !pd.is_failed() {
                 // Every page is in: tell the source.
@@ -173,7 +173,7 @@ fn receive(conns: &DestConns, ram: &GuestRam, w: &mut DestWorkload, out: &mut De
                 let sock = sock.try_clone()?;
                 let main = conns.main.try_clone()?;
                 Some(std::thread::Builder::new().name("preempt-rx".into()).spawn_scoped(s, move || {
-                    super::netlink::precise_timers();
+                    super::netlink::request_path_thread();
                     let mut r = BufReader::with_capacity(64 << 10, sock);
                     let mut buf = Vec::with_capacity(PAGE_SIZE);
                     let mut n = 0u64;

@@ -32,6 +32,8 @@ pub fn run(cfg: &SimConfig, corpus: &Corpus, progress: &mut dyn FnMut(&Progress)
     cfg.validate()?;
     let pc = cfg.postcopy.as_ref().ok_or("not a postcopy configuration")?;
     let pages = cfg.nr_pages();
+    // Relaxed: read by threads spawned after this store.
+    netlink::RT_THREADS.store(pc.rt_threads, Ordering::Relaxed);
     let (rtt_us, _) = netlink::loopback_rtt_us(PAGE_SIZE + 8, 500).map_err(|e| format!("measuring loopback RTT: {e}"))?;
     let t_fill = Instant::now();
     let src = Arc::new(GuestRam::new(pages).map_err(|e| format!("mapping source RAM: {e}"))?);

@@ -81,11 +81,33 @@ pub fn sleep_until(t: Instant) {
     }
 }
 
-/// Lowers this thread's timer slack to 1 ns, so the link model's short
-/// sleeps end on time (the default slack is 50 µs).
+/// `--rt-threads`: the latency-path threads run SCHED_FIFO. Set once by
+/// `postcopy::run` before any of them starts. Relaxed: read by threads
+/// spawned after the store (spawn orders it).
+pub static RT_THREADS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Timer slack 1 ns for this thread, so the link model's short sleeps end
+/// on time (the default slack is 50 µs).
 pub fn precise_timers() {
     // SAFETY: PR_SET_TIMERSLACK takes one integer and affects only this thread.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64) };
+}
+
+/// Prepares a thread on the request path (fault service, return path,
+/// preempt receiver): [`precise_timers`], and with `--rt-threads`
+/// SCHED_FIFO priority 1, so a loaded host's run queue does not add to
+/// every hop (a real source and destination are separate hosts). These
+/// threads block between events, so they cannot starve the host. The bulk
+/// NIC thread stays at normal priority: at FIFO it would starve the
+/// destination's bulk reader.
+pub fn request_path_thread() {
+    precise_timers();
+    if RT_THREADS.load(std::sync::atomic::Ordering::Relaxed) {
+        let p = libc::sched_param { sched_priority: 1 };
+        // SAFETY: valid sched_param for this thread (0 = the caller); a
+        // failure (no CAP_SYS_NICE) leaves the normal policy.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) };
+    }
 }
 
 struct QState {
@@ -260,7 +282,9 @@ impl DirectConn {
 pub fn loopback_rtt_us(answer: usize, rounds: usize) -> io::Result<(f64, f64)> {
     let l = TcpListener::bind("127.0.0.1:0")?;
     let addr = l.local_addr()?;
+    // Both ends run as the request path's threads do (`--rt-threads`).
     let echo = std::thread::spawn(move || -> io::Result<()> {
+        request_path_thread();
         let (mut s, _) = l.accept()?;
         s.set_nodelay(true)?;
         let mut req = [0u8; 8];
@@ -270,17 +294,22 @@ pub fn loopback_rtt_us(answer: usize, rounds: usize) -> io::Result<(f64, f64)> {
         }
         Ok(())
     });
-    let mut c = TcpStream::connect(addr)?;
-    c.set_nodelay(true)?;
-    let mut buf = vec![0u8; answer];
-    let mut v = Vec::with_capacity(rounds);
-    for i in 0..rounds {
-        let t = Instant::now();
-        c.write_all(&(i as u64).to_be_bytes())?;
-        c.read_exact(&mut buf)?;
-        v.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    drop(c);
+    let mut v = std::thread::spawn(move || -> io::Result<Vec<f64>> {
+        request_path_thread();
+        let mut c = TcpStream::connect(addr)?;
+        c.set_nodelay(true)?;
+        let mut buf = vec![0u8; answer];
+        let mut v = Vec::with_capacity(rounds);
+        for i in 0..rounds {
+            let t = Instant::now();
+            c.write_all(&(i as u64).to_be_bytes())?;
+            c.read_exact(&mut buf)?;
+            v.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        Ok(v)
+    })
+    .join()
+    .map_err(|_| io::Error::other("RTT thread panicked"))??;
     let _ = echo.join();
     v.sort_by(f64::total_cmp);
     let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;

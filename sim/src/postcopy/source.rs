@@ -235,7 +235,7 @@ impl PcSource<'_> {
             let rp_conn = if mode == PostcopyMode::PreemptFull { preempt_conn.take() } else { None };
             let sent2 = sent.clone();
             let rp = std::thread::Builder::new().name("return-path".into()).spawn_scoped(s, move || {
-                super::netlink::precise_timers();
+                super::netlink::request_path_thread();
                 return_path(&mut ret, mode, &urgent_tx, &sent2, ram, rp_conn, &done_tx)
             })?;
             let mut cursor = 0u64;
