@@ -64,11 +64,12 @@ for bw in ("1G", "10G"):
             hist(titles[mode], p["latency_us"])
             rows.append((bw, access, mode, r, p))
 print(f"{'link':>4} {'access':<10} {'mode':<12} {'status':<9} {'req':>6} {'mean us':>8} {'p50':>6} {'p99':>6} "
-      f"{'pc ms':>6} {'bulk Mb/s':>9} {'guest %':>7} {'RTT us':>6} {'bound':>6}")
+      f"{'pc ms':>6} {'bulk Mb/s':>9} {'guest %':>7} {'RTT us':>6} {'bound':>6} {'FIFO RTT':>8}")
 for bw, access, mode, r, p in rows:
     l = p["latency_us"]
     print(f"{bw:>4} {access:<10} {mode:<12} {r['status']:<9} {p['requests']:>6} {l['mean']:>8.0f} {l['p50']:>6} {l['p99']:>6} "
-          f"{p['postcopy_ms']:>6.0f} {p['bulk_mbps']:>9.0f} {p['guest_progress']*100:>7.0f} {p['loopback_rtt_us']:>6.0f} {p['goal_bound_us']:>6.0f}")
+          f"{p['postcopy_ms']:>6.0f} {p['bulk_mbps']:>9.0f} {p['guest_progress']*100:>7.0f} {p['loopback_rtt_us']:>6.0f} {p['goal_bound_us']:>6.0f} "
+          f"{(p.get('loopback_rtt_rt_us') or float('nan')):>8.0f}")
 print()
 by = {(bw, a, m): p for bw, a, m, _, p in rows}
 for bw in ("1G", "10G"):

@@ -116,7 +116,11 @@ unsafe fn src<'a>(s: *const vmig_postcopy_src) -> Result<&'a SrcHandle> {
 /// `base` is NULL or the start of an anonymous private (or shmem) mapping of
 /// at least `len` bytes that stays mapped until vmig_postcopy_dest_free().
 #[no_mangle]
-pub unsafe extern "C" fn vmig_postcopy_dest_new(base: *mut c_void, len: usize, page_size: usize) -> *mut vmig_postcopy_dest {
+pub unsafe extern "C" fn vmig_postcopy_dest_new(
+    base: *mut c_void,
+    len: usize,
+    page_size: usize,
+) -> *mut vmig_postcopy_dest {
     catch_ptr(|| {
         // SAFETY: per this function's contract.
         let dest = unsafe { PostcopyDest::new(base.cast(), len, page_size)? };
@@ -304,7 +308,10 @@ pub unsafe extern "C" fn vmig_postcopy_dest_failed(d: *const vmig_postcopy_dest)
 /// # Safety
 /// `d` is NULL or a live handle; `out` is NULL or valid for a write.
 #[no_mangle]
-pub unsafe extern "C" fn vmig_postcopy_dest_latency(d: *const vmig_postcopy_dest, out: *mut vmig_postcopy_latency) -> i32 {
+pub unsafe extern "C" fn vmig_postcopy_dest_latency(
+    d: *const vmig_postcopy_dest,
+    out: *mut vmig_postcopy_latency,
+) -> i32 {
     catch_int(|| {
         // SAFETY: per this function's contract.
         let d = unsafe { dest(d)? };
@@ -316,7 +323,8 @@ pub unsafe extern "C" fn vmig_postcopy_dest_latency(d: *const vmig_postcopy_dest
         for (lo, _, c) in &s.buckets {
             buckets[crate::postcopy::latency::bucket(*lo)] = *c;
         }
-        let v = vmig_postcopy_latency { count: s.count, mean_us: s.mean_us, p50_us: s.p50_us, p99_us: s.p99_us, buckets };
+        let v =
+            vmig_postcopy_latency { count: s.count, mean_us: s.mean_us, p50_us: s.p50_us, p99_us: s.p99_us, buckets };
         // SAFETY: `out` is valid for a write per the contract.
         unsafe { out.write(v) };
         Ok(0)

@@ -24,7 +24,11 @@ pub struct LatencyHistogram {
 
 impl Default for LatencyHistogram {
     fn default() -> Self {
-        LatencyHistogram { counts: std::array::from_fn(|_| AtomicU64::new(0)), sum_us: AtomicU64::new(0), n: AtomicU64::new(0) }
+        LatencyHistogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+            n: AtomicU64::new(0),
+        }
     }
 }
 
@@ -133,7 +137,8 @@ impl LatencySummary {
         for i in i0..=i1 {
             let (lo, hi) = bucket_range(i);
             let c = self.buckets.iter().find(|b| b.0 == lo).map_or(0, |b| b.2);
-            let label = if hi - lo == 1 { format!("[{}]", human(lo)) } else { format!("[{}, {})", human(lo), human(hi)) };
+            let label =
+                if hi - lo == 1 { format!("[{}]", human(lo)) } else { format!("[{}, {})", human(lo), human(hi)) };
             // bpftrace's scaling: the fullest bucket gets 52 columns, the
             // rest their share rounded down.
             let bar = (c * 52 / max) as usize;

@@ -226,11 +226,8 @@ impl Uffd {
     /// Maps the zero page at `[dst, dst + len)` and wakes the waiters.
     pub fn zeropage(&self, dst: usize, len: usize) -> io::Result<Fill> {
         loop {
-            let mut z = UffdioZeropage {
-                range: UffdioRange { start: dst as u64, len: len as u64 },
-                mode: 0,
-                zeropage: 0,
-            };
+            let mut z =
+                UffdioZeropage { range: UffdioRange { start: dst as u64, len: len as u64 }, mode: 0, zeropage: 0 };
             match self.ioctl(UFFDIO_ZEROPAGE, &mut z) {
                 Ok(()) => return Ok(Fill::Installed),
                 Err(e) => match e.raw_os_error() {

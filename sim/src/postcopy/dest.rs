@@ -113,7 +113,10 @@ fn receive(conns: &DestConns, ram: &GuestRam, w: &mut DestWorkload, out: &mut De
             PcRecord::End => return Err(io::Error::new(io::ErrorKind::InvalidData, "stream ended before the switch")),
             PcRecord::Switch { vcpus, guest_writes, discard } => {
                 if vcpus != w.vcpus {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{vcpus} vCPUs, expected {}", w.vcpus)));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{vcpus} vCPUs, expected {}", w.vcpus),
+                    ));
                 }
                 w.counter_base = guest_writes;
                 break discard;

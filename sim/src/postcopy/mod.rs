@@ -34,7 +34,11 @@ pub fn run(cfg: &SimConfig, corpus: &Corpus, progress: &mut dyn FnMut(&Progress)
     let pages = cfg.nr_pages();
     // Relaxed: read by threads spawned after this store.
     netlink::RT_THREADS.store(pc.rt_threads, Ordering::Relaxed);
-    let (rtt_us, _) = netlink::loopback_rtt_us(PAGE_SIZE + 8, 500).map_err(|e| format!("measuring loopback RTT: {e}"))?;
+    // The bound uses the default-policy round trip (the smaller one here);
+    // with --rt-threads the FIFO round trip is reported too.
+    let rtt = |rt| netlink::loopback_rtt_us(PAGE_SIZE + 8, 500, rt).map_err(|e| format!("measuring loopback RTT: {e}"));
+    let (rtt_us, _) = rtt(false)?;
+    let rtt_rt_us = if pc.rt_threads { Some(rtt(true)?.0) } else { None };
     let t_fill = Instant::now();
     let src = Arc::new(GuestRam::new(pages).map_err(|e| format!("mapping source RAM: {e}"))?);
     let dst = GuestRam::new(pages).map_err(|e| format!("mapping destination RAM: {e}"))?;
@@ -133,6 +137,8 @@ pub fn run(cfg: &SimConfig, corpus: &Corpus, progress: &mut dyn FnMut(&Progress)
             sndbuf_bytes: pc.sndbuf_bytes(),
             nic_queue_us: pc.nic_queue_us,
             loopback_rtt_us: rtt_us,
+            loopback_rtt_rt_us: rtt_rt_us,
+            rt_threads: pc.rt_threads,
             page_transfer_us: page_us,
             goal_bound_us: 2.0 * (rtt_us + page_us),
             guest_writes_postcopy: out.writes_postcopy,

@@ -278,13 +278,14 @@ impl DirectConn {
 
 /// Loopback round trip of an 8-byte request answered by `answer` bytes,
 /// measured now on this machine: (median, mean) in microseconds over
-/// `rounds` exchanges.
-pub fn loopback_rtt_us(answer: usize, rounds: usize) -> io::Result<(f64, f64)> {
+/// `rounds` exchanges. `rt`: both ends run as request-path threads do with
+/// `--rt-threads` (SCHED_FIFO); otherwise at the default policy.
+pub fn loopback_rtt_us(answer: usize, rounds: usize, rt: bool) -> io::Result<(f64, f64)> {
+    let prep = move || if rt { request_path_thread() } else { precise_timers() };
     let l = TcpListener::bind("127.0.0.1:0")?;
     let addr = l.local_addr()?;
-    // Both ends run as the request path's threads do (`--rt-threads`).
     let echo = std::thread::spawn(move || -> io::Result<()> {
-        request_path_thread();
+        prep();
         let (mut s, _) = l.accept()?;
         s.set_nodelay(true)?;
         let mut req = [0u8; 8];
@@ -295,7 +296,7 @@ pub fn loopback_rtt_us(answer: usize, rounds: usize) -> io::Result<(f64, f64)> {
         Ok(())
     });
     let mut v = std::thread::spawn(move || -> io::Result<Vec<f64>> {
-        request_path_thread();
+        prep();
         let mut c = TcpStream::connect(addr)?;
         c.set_nodelay(true)?;
         let mut buf = vec![0u8; answer];

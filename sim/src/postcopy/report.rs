@@ -73,6 +73,10 @@ pub struct PostcopyReport {
     /// Loopback TCP round trip (8-byte request, one-page answer), median,
     /// measured in this run, µs.
     pub loopback_rtt_us: f64,
+    /// The same with both ends SCHED_FIFO (`--rt-threads` runs only), µs.
+    pub loopback_rtt_rt_us: Option<f64>,
+    /// Whether the request path ran SCHED_FIFO (`--rt-threads`).
+    pub rt_threads: bool,
     /// One page's transfer time at the link rate, µs.
     pub page_transfer_us: f64,
     /// The bound for preempt-full's mean: 2 × (RTT + page transfer), µs.
@@ -108,7 +112,11 @@ impl PostcopyReport {
     /// Lines appended to `info migrate`.
     pub fn text(&self) -> String {
         let mut o = String::new();
-        let _ = writeln!(o, "postcopy mode: {} ({} access, {} precopy rounds)", self.mode, self.access, self.precopy_rounds);
+        let _ = writeln!(
+            o,
+            "postcopy mode: {} ({} access, {} precopy rounds)",
+            self.mode, self.access, self.precopy_rounds
+        );
         let _ = writeln!(o, "postcopy time: {:.0} milliseconds (switch {:.1} ms)", self.postcopy_ms, self.switch_ms);
         let _ = writeln!(
             o,
@@ -135,8 +143,14 @@ impl PostcopyReport {
         );
         let _ = writeln!(
             o,
-            "loopback RTT {:.0} us + page transfer {:.0} us: bound 2x = {:.0} us",
-            self.loopback_rtt_us, self.page_transfer_us, self.goal_bound_us
+            "loopback RTT {:.0} us + page transfer {:.0} us: bound 2x = {:.0} us{}",
+            self.loopback_rtt_us,
+            self.page_transfer_us,
+            self.goal_bound_us,
+            match self.loopback_rtt_rt_us {
+                Some(r) => format!(" (request path SCHED_FIFO; FIFO RTT {r:.0} us)"),
+                None => String::new(),
+            }
         );
         let _ = writeln!(
             o,
