@@ -205,6 +205,7 @@ impl PcSource<'_> {
         report("device", bmap.count(), bulk.bytes, st.dirty_sync_count, progress);
         guest.stop_vcpus();
         guest.stop_reaper();
+        let stopped = Instant::now();
         shared.log.sync_into(&mut bmap);
         st.dirty_sync_count += 1;
         let sent = Arc::new(SentMap::new(pages));
@@ -223,7 +224,11 @@ impl PcSource<'_> {
         bulk.flush()?;
         let t_switch = Instant::now();
         pcs.switch_ms = (t_switch - down).as_secs_f64() * 1000.0;
+        // The precopy report's downtime fields: stopped until the switch
+        // record is queued (the destination's guest starts on receipt).
         st.downtime_ms = pcs.switch_ms;
+        st.downtime_stop_ms = (stopped - down).as_secs_f64() * 1000.0;
+        st.downtime_send_ms = (t_switch - stopped).as_secs_f64() * 1000.0;
         let bulk_at_switch = bulk.bytes;
 
         let mode = self.pc.mode;
