@@ -22,6 +22,14 @@
 // Default depth of each worker's submission ring (ring_depth = 0).
 #define VMIG_COMP_DEFAULT_RING_DEPTH 4
 
+// Smallest `n` vmig_postcopy_dest_wait_requests() accepts: the most
+// requests one call can return.
+#define VMIG_POSTCOPY_MAX_REQUESTS 64
+
+// Buckets of vmig_postcopy_latency.buckets: `[0]`, `[1]`, then
+// `[2^(i-1), 2^i)` microseconds for bucket i.
+#define VMIG_POSTCOPY_LATENCY_BUCKETS 40
+
 // Entries in vmig_reaper_config.levels_interval_us (NORMAL, FAST1..FAST4,
 // MAX_SPEED).
 #define VMIG_REAPER_NR_LEVELS 6
@@ -80,6 +88,12 @@ typedef struct vmig_comp_pool vmig_comp_pool;
 
 // A decompression pool (opaque).
 typedef struct vmig_decomp_pool vmig_decomp_pool;
+
+// Postcopy destination: guest RAM under userfaultfd (opaque).
+typedef struct vmig_postcopy_dest vmig_postcopy_dest;
+
+// Postcopy source: urgent queue and sent map (opaque).
+typedef struct vmig_postcopy_src vmig_postcopy_src;
 
 // A reaper interval controller with its kickable sleep (opaque).
 typedef struct vmig_reaper vmig_reaper;
@@ -146,6 +160,21 @@ typedef struct vmig_comp_statistics {
   // Results collected from each worker.
   uint64_t pages_per_worker[VMIG_COMP_MAX_THREADS];
 } vmig_comp_statistics;
+
+// Page-request latency (request issued → page placed), microseconds.
+typedef struct vmig_postcopy_latency {
+  // Requests answered (placed after being requested).
+  uint64_t count;
+  // Mean.
+  double mean_us;
+  // Median: the low edge of its bucket.
+  uint64_t p50_us;
+  // 99th percentile: the low edge of its bucket.
+  uint64_t p99_us;
+  // Samples per bucket; bucket 0 is `[0]`, bucket 1 `[1]`, bucket i
+  // `[2^(i-1), 2^i)`.
+  uint64_t buckets[VMIG_POSTCOPY_LATENCY_BUCKETS];
+} vmig_postcopy_latency;
 
 // Reaper configuration. Fill it with vmig_reaper_config_default() and
 // change what you need; every field is checked by vmig_reaper_new(),
@@ -376,6 +405,201 @@ int32_t vmig_decomp_wait(struct vmig_decomp_pool *pool);
 // # Safety
 // `buf` is NULL or valid for writes of `len` bytes.
 size_t vmig_last_error(char *buf, size_t len);
+
+// Registers guest RAM `[base, base + len)` with a new userfaultfd in
+// missing mode. Every page counts as missing until placed or marked
+// present. Drop pages that are stale first (`madvise(MADV_DONTNEED)`):
+// populated pages stay readable.
+//
+// Returns the handle, or NULL with errno EINVAL (NULL, empty or unaligned
+// region, or `page_size` not the host's), EPERM/ENOSYS (userfaultfd not
+// available to this process), or the errno of UFFDIO_REGISTER.
+//
+// Thread-safety: may be called from any thread.
+//
+// # Safety
+// `base` is NULL or the start of an anonymous private (or shmem) mapping of
+// at least `len` bytes that stays mapped until vmig_postcopy_dest_free().
+struct vmig_postcopy_dest *vmig_postcopy_dest_new(void *base, size_t len, size_t page_size);
+
+// Closes the userfaultfd (threads still waiting are released as by
+// vmig_postcopy_dest_fail()) and frees the handle. NULL is a no-op.
+//
+// Thread-safety: no other call on this handle may run or follow.
+//
+// # Safety
+// `d` is NULL or a live handle from vmig_postcopy_dest_new().
+void vmig_postcopy_dest_free(struct vmig_postcopy_dest *d);
+
+// Records that `page` is already in place (it arrived before the switch).
+//
+// Returns 1 if newly marked, 0 if it was already received, or -EINVAL
+// (NULL handle, page out of range).
+//
+// Thread-safety: any thread, concurrently with every other dest call.
+//
+// # Safety
+// `d` is NULL or a live handle.
+int32_t vmig_postcopy_dest_mark_present(const struct vmig_postcopy_dest *d, uint64_t page);
+
+// Places one page of `data` at `page` with UFFDIO_COPY (atomic: no thread
+// sees it half written) and wakes the threads waiting for it, unless the
+// page was already received.
+//
+// Returns 0 (placed), 1 (already received: dropped, nothing written),
+// -EINVAL (NULL handle or data, page out of range, `len` not one page),
+// -ESHUTDOWN after vmig_postcopy_dest_fail(), or the errno of UFFDIO_COPY.
+//
+// Thread-safety: any number of threads concurrently (each page is placed
+// once).
+//
+// # Safety
+// `d` is NULL or a live handle; `data` is NULL or valid for reads of `len`
+// bytes.
+int32_t vmig_postcopy_dest_place(const struct vmig_postcopy_dest *d,
+                                 uint64_t page,
+                                 const uint8_t *data,
+                                 size_t len);
+
+// As vmig_postcopy_dest_place() for an all-zero page (UFFDIO_ZEROPAGE).
+//
+// Thread-safety: as vmig_postcopy_dest_place().
+//
+// # Safety
+// `d` is NULL or a live handle.
+int32_t vmig_postcopy_dest_place_zero(const struct vmig_postcopy_dest *d, uint64_t page);
+
+// The fault service: waits up to `timeout_ms` (-1: forever) for faults on
+// the region and writes to `pages[0..n)` each page to request now (not
+// received, not requested before: a page several threads wait for is
+// returned once). Send them on the return path at once: the latency clock
+// starts here.
+//
+// Returns how many pages were written (0 on timeout), -EINVAL (NULL
+// handle or `pages`, `n` below VMIG_POSTCOPY_MAX_REQUESTS), -ESHUTDOWN
+// after vmig_postcopy_dest_fail(), or the errno of poll/read.
+//
+// Thread-safety: one fault-service thread at a time; concurrent with
+// placement.
+//
+// # Safety
+// `d` is NULL or a live handle; `pages` is NULL or valid for writes of `n`
+// values.
+int32_t vmig_postcopy_dest_wait_requests(const struct vmig_postcopy_dest *d,
+                                         int32_t timeout_ms,
+                                         uint64_t *pages,
+                                         uint32_t n);
+
+// Pages not yet placed or marked present; 0 means the guest's memory is
+// complete. Returns 0 for a NULL handle too.
+//
+// Thread-safety: any thread.
+//
+// # Safety
+// `d` is NULL or a live handle.
+uint64_t vmig_postcopy_dest_remaining(const struct vmig_postcopy_dest *d);
+
+// Fails the migration: unregisters the region, so every thread waiting on
+// a page is released and its access completes on a zero page that is NOT
+// guest memory. Stop the vCPUs: a guest thread must check
+// vmig_postcopy_dest_failed() after each access (true for every access
+// this release completed) and stop. Later placements return -ESHUTDOWN.
+// Idempotent.
+//
+// Returns 0 or -EINVAL (NULL handle).
+//
+// Thread-safety: any thread.
+//
+// # Safety
+// `d` is NULL or a live handle.
+int32_t vmig_postcopy_dest_fail(const struct vmig_postcopy_dest *d);
+
+// Whether vmig_postcopy_dest_fail() was called (false for NULL).
+//
+// Thread-safety: any thread.
+//
+// # Safety
+// `d` is NULL or a live handle.
+bool vmig_postcopy_dest_failed(const struct vmig_postcopy_dest *d);
+
+// Writes the request latency so far to `*out`.
+//
+// Returns 0 or -EINVAL (NULL handle or `out`).
+//
+// Thread-safety: any thread (a snapshot while placements go on).
+//
+// # Safety
+// `d` is NULL or a live handle; `out` is NULL or valid for a write.
+int32_t vmig_postcopy_dest_latency(const struct vmig_postcopy_dest *d,
+                                   struct vmig_postcopy_latency *out);
+
+// Creates the source side for a guest of `pages` pages: a sent map with
+// every page unsent and an urgent queue of `queue_capacity` requests (a
+// power of two, 2..=2^30).
+//
+// Returns the handle, or NULL with errno EINVAL (zero pages, bad
+// capacity) or ENOMEM.
+//
+// Thread-safety: may be called from any thread.
+struct vmig_postcopy_src *vmig_postcopy_src_new(uint64_t pages, uint32_t queue_capacity);
+
+// Frees the source handle; queued requests are dropped. NULL is a no-op.
+//
+// Thread-safety: no other call on this handle may run or follow.
+//
+// # Safety
+// `s` is NULL or a live handle from vmig_postcopy_src_new().
+void vmig_postcopy_src_free(struct vmig_postcopy_src *s);
+
+// Queues an urgent request for `page` (from the return path).
+//
+// Returns 0, -ENOBUFS (queue full), or -EINVAL (NULL handle, page out of
+// range).
+//
+// Thread-safety: any number of threads concurrently.
+//
+// # Safety
+// `s` is NULL or a live handle.
+int32_t vmig_postcopy_src_request(const struct vmig_postcopy_src *s, uint64_t page);
+
+// Takes the oldest urgent request into `*page`.
+//
+// Returns 1 (a page), 0 (queue empty), -EBUSY (another thread is taking
+// requests right now), or -EINVAL (NULL handle or `page`).
+//
+// Thread-safety: one consumer thread (the migration thread); concurrent
+// with vmig_postcopy_src_request().
+//
+// # Safety
+// `s` is NULL or a live handle; `page` is NULL or valid for a write.
+int32_t vmig_postcopy_src_next_urgent(const struct vmig_postcopy_src *s, uint64_t *page);
+
+// Claims `page` in the sent map before sending it.
+//
+// Returns 1 (the caller must send it now), 0 (already sent or being sent
+// by another thread: skip it), or -EINVAL (NULL handle, page out of
+// range).
+//
+// Thread-safety: any number of threads concurrently; exactly one claimer
+// of a page gets 1.
+//
+// # Safety
+// `s` is NULL or a live handle.
+int32_t vmig_postcopy_src_claim(const struct vmig_postcopy_src *s, uint64_t page);
+
+// The first unsent page at or after `from` into `*page` (a hint for the
+// background stream: claim it before sending).
+//
+// Returns 1 (found), 0 (every page from `from` on is sent), or -EINVAL
+// (NULL handle or `page`).
+//
+// Thread-safety: any thread.
+//
+// # Safety
+// `s` is NULL or a live handle; `page` is NULL or valid for a write.
+int32_t vmig_postcopy_src_next_unsent(const struct vmig_postcopy_src *s,
+                                      uint64_t from,
+                                      uint64_t *page);
 
 // Fills `cfg` with the defaults: the policy and tunables measured best
 // (see the README, "Reaper"). ring_size defaults to 4096; set your own.

@@ -34,6 +34,13 @@ pub enum Error {
         /// What went wrong.
         error: Box<Error>,
     },
+    /// A system call failed with this errno (positive); `what` names the call.
+    Os {
+        /// The errno the call returned.
+        errno: i32,
+        /// Which call failed.
+        what: &'static str,
+    },
 }
 
 impl Error {
@@ -48,6 +55,7 @@ impl Error {
             Error::ThreadSpawn => libc::EAGAIN,
             Error::Internal(_) => libc::EIO,
             Error::InCall { error, .. } => error.errno(),
+            Error::Os { errno, .. } => *errno,
         }
     }
 
@@ -80,11 +88,19 @@ impl fmt::Display for Error {
             Error::ThreadSpawn => f.write_str("could not spawn a worker thread"),
             Error::Internal(what) => write!(f, "internal error: {what}"),
             Error::InCall { call, error } => write!(f, "{call}: {error}"),
+            Error::Os { errno, what } => write!(f, "{what}: {}", std::io::Error::from_raw_os_error(*errno)),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+impl Error {
+    /// An [`Error::Os`] from an `io::Error` (EIO if it carries no errno).
+    pub fn os(e: &std::io::Error, what: &'static str) -> Error {
+        Error::Os { errno: e.raw_os_error().unwrap_or(libc::EIO), what }
+    }
+}
 
 /// Result alias used throughout vmig.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -13,6 +13,8 @@
 //! * [`throttle`]: the accurate per-vCPU auto-converge throttle, a closed
 //!   loop where QEMU's VM-wide timer loses what it oversleeps
 //!   (docs/controllers.md).
+//! * [`postcopy`]: postcopy on userfaultfd: fault service, exactly-once
+//!   page placement, urgent-page queue and sent map, request latency.
 //!
 //! The C ABI lives in `ffi` and follows one contract, documented there:
 //! `0` or a negative errno, NULL/out-of-range arguments rejected with
@@ -48,6 +50,8 @@ pub mod ffi;
 pub mod guest_mem;
 /// cbindgen:ignore
 pub mod pool;
+/// cbindgen:ignore
+pub mod postcopy;
 /// cbindgen:ignore
 pub mod reaper;
 /// cbindgen:ignore

@@ -120,6 +120,8 @@ pub struct SimConfig {
     /// Test-only fault injection: corrupt this page on the wire every time
     /// it is sent, so the destination must notice.
     pub fault_corrupt_page: Option<u64>,
+    /// Postcopy (`--postcopy MODE`); None: precopy only.
+    pub postcopy: Option<crate::postcopy::PostcopyConfig>,
 }
 
 impl Default for SimConfig {
@@ -168,6 +170,7 @@ impl Default for SimConfig {
             max_time_s: 50.0,
             mix: ContentMix::default(),
             fault_corrupt_page: None,
+            postcopy: None,
         }
     }
 }
@@ -233,6 +236,30 @@ impl SimConfig {
         let m = self.mix;
         if m.zero + m.code + m.text + m.random != 100 {
             return Err("--mix percentages must add up to 100".into());
+        }
+        if let Some(pc) = &self.postcopy {
+            // QEMU's migrate_caps_check refuses compress with postcopy-ram
+            // ("Postcopy is not currently compatible with compression") and
+            // again with postcopy-preempt: a page must be placed whole by
+            // UFFDIO_COPY, not written by a decompression thread.
+            if self.compress_threads > 0 {
+                return Err("--postcopy does not support compression (QEMU refuses compress with postcopy-ram and with postcopy-preempt): use --compress-threads 0".into());
+            }
+            if self.fault_corrupt_page.is_some() {
+                return Err("--fault-corrupt-page is a precopy test and does not combine with --postcopy".into());
+            }
+            if u64::from(self.vcpus) > crate::postcopy::vcpu::SLOTS {
+                return Err(format!("--postcopy supports at most {} vCPUs (one 64-byte slot class each)", crate::postcopy::vcpu::SLOTS));
+            }
+            if pc.after > 100 {
+                return Err("--postcopy-after must be in 0..=100 precopy rounds".into());
+            }
+            if !(1..=10_000).contains(&pc.nic_queue_us) {
+                return Err("--nic-queue-us must be in 1..=10000".into());
+            }
+            if pc.sndbuf.is_some_and(|b| !(64 << 10..=1 << 30).contains(&b)) {
+                return Err("--sndbuf must be in 64K..=1G".into());
+            }
         }
         if let Some(p) = self.fault_corrupt_page {
             if p >= self.nr_pages() {

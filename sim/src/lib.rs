@@ -23,6 +23,7 @@ pub mod guest;
 pub mod legacy_engines;
 pub mod link;
 pub mod memory;
+pub mod postcopy;
 pub mod prng;
 pub mod report;
 pub mod run;

@@ -77,6 +77,24 @@ enum StackArg {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
+enum PostcopyArg {
+    /// Requested pages go into the one stream, behind what is queued.
+    Vanilla,
+    /// A second connection for requested pages, sent by the migration thread.
+    Preempt,
+    /// The return-path thread sends requested pages on the second connection.
+    PreemptFull,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum AccessArg {
+    /// Random pages of the working set.
+    Random,
+    /// Each vCPU walks its part of the working set in order.
+    Sequential,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 enum ReaperArg {
     /// vmig's measured-best policy.
     Default,
@@ -117,9 +135,9 @@ struct Cli {
     /// Migration bandwidth limit in bits/s (k/M/G suffix, powers of 1000; QEMU max-bandwidth).
     #[arg(long, value_name = "RATE", default_value = "1G", value_parser = parse_bits)]
     bandwidth: u64,
-    /// Compression threads; 0 turns compression off (QEMU compress-threads).
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    compress_threads: u32,
+    /// Compression threads; 0 turns compression off (QEMU compress-threads) [default: 2; 0 with --postcopy].
+    #[arg(long, value_name = "N")]
+    compress_threads: Option<u32>,
     /// zlib level 0..=9 (QEMU compress-level).
     #[arg(long, value_name = "L", default_value_t = 1)]
     compress_level: u32,
@@ -175,6 +193,29 @@ struct Cli {
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
+    /// Postcopy: after --postcopy-after precopy rounds, start the guest on the destination and fetch the rest on
+    /// demand; MODE says how requested pages travel (docs/postcopy.md).
+    #[arg(long, value_enum, value_name = "MODE")]
+    postcopy: Option<PostcopyArg>,
+    /// With --postcopy: precopy rounds over guest RAM before the switch.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "postcopy")]
+    postcopy_after: u32,
+    /// With --postcopy: what the destination's vCPUs touch.
+    #[arg(long, value_enum, value_name = "PATTERN", default_value = "random", requires = "postcopy")]
+    access: AccessArg,
+    /// With --postcopy: the bulk connection's send queue [default: net.ipv4.tcp_wmem max].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, requires = "postcopy")]
+    sndbuf: Option<u64>,
+    /// With --postcopy: microseconds of bulk data the NIC holds ahead of an urgent packet.
+    #[arg(long, value_name = "US", default_value_t = 50, requires = "postcopy")]
+    nic_queue_us: u64,
+    /// With --postcopy: run the latency-path threads (NIC, fault service, return path, preempt receiver) SCHED_FIFO,
+    /// so a loaded host's run queue does not dominate the measured latency (needs CAP_SYS_NICE).
+    #[arg(long, requires = "postcopy")]
+    rt_threads: bool,
+    /// Test only: break the connections after this many postcopy pages.
+    #[arg(long, value_name = "PAGES", hide = true, requires = "postcopy")]
+    fault_break_postcopy: Option<u64>,
     /// Test only: corrupt this page on the wire every time it is sent.
     #[arg(long, value_name = "PAGE", hide = true)]
     fault_corrupt_page: Option<u64>,
@@ -192,7 +233,7 @@ impl Cli {
             dirty_rate: self.dirty_rate,
             working_set_bytes: self.working_set,
             bandwidth: self.bandwidth / 8,
-            compress_threads: self.compress_threads,
+            compress_threads: self.compress_threads.unwrap_or(if self.postcopy.is_some() { 0 } else { 2 }),
             compress_level: self.compress_level,
             decompress_threads: self.decompress_threads,
             compress_wait: self.compress_wait_thread,
@@ -213,6 +254,24 @@ impl Cli {
             max_time_s: self.max_time,
             mix: self.mix,
             fault_corrupt_page: self.fault_corrupt_page,
+            postcopy: self.postcopy.map(|m| {
+                use vmig_sim::postcopy::{Access, PostcopyConfig, PostcopyMode};
+                let mut pc = PostcopyConfig::new(match m {
+                    PostcopyArg::Vanilla => PostcopyMode::Vanilla,
+                    PostcopyArg::Preempt => PostcopyMode::Preempt,
+                    PostcopyArg::PreemptFull => PostcopyMode::PreemptFull,
+                });
+                pc.after = self.postcopy_after;
+                pc.access = match self.access {
+                    AccessArg::Random => Access::Random,
+                    AccessArg::Sequential => Access::Sequential,
+                };
+                pc.sndbuf = self.sndbuf;
+                pc.nic_queue_us = self.nic_queue_us;
+                pc.fault_break_after = self.fault_break_postcopy;
+                pc.rt_threads = self.rt_threads;
+                pc
+            }),
         }
     }
 }
@@ -279,6 +338,10 @@ fn run_one(cfg: &SimConfig, corpus: &Corpus, quiet: bool, label: &'static str) -
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let cfg = cli.config();
+    if cli.compare && cli.postcopy.is_some() {
+        eprintln!("error: --compare runs the precopy stacks side by side and does not combine with --postcopy\n\nFor more information, try '--help'.");
+        return ExitCode::from(2);
+    }
     if let Err(e) = cfg.validate() {
         eprintln!("error: {e}\n\nFor more information, try '--help'.");
         return ExitCode::from(2);

@@ -75,6 +75,9 @@ pub struct Report {
     pub content_sources: String,
     /// Time to fill guest RAM, ms (before the migration starts).
     pub fill_ms: f64,
+    /// Postcopy measurements (`--postcopy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postcopy: Option<crate::postcopy::report::PostcopyReport>,
 }
 
 /// QEMU's compression section.
@@ -154,6 +157,7 @@ impl Report {
             content_sources: content_sources.to_string(),
             fill_ms,
             source,
+            postcopy: None,
         }
     }
 
@@ -235,6 +239,9 @@ impl Report {
             }
             Verification::NotRun => writeln!(o, "verification: not run (migration did not complete)"),
         };
+        if let Some(p) = &self.postcopy {
+            o.push_str(&p.text());
+        }
         o
     }
 }

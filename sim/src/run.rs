@@ -22,6 +22,9 @@ use crate::stacks;
 /// socket, threads); a migration that fails is a report with that status.
 pub fn run(cfg: &SimConfig, corpus: &Corpus, progress: &mut dyn FnMut(&Progress)) -> Result<Report, String> {
     cfg.validate()?;
+    if cfg.postcopy.is_some() {
+        return crate::postcopy::run(cfg, corpus, progress);
+    }
     run_with_compressor(cfg, corpus, stacks::compressor(cfg)?, progress)
 }
 

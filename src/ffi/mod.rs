@@ -21,6 +21,7 @@ pub mod comp;
 pub mod decomp;
 mod handle;
 pub mod last_error;
+pub mod postcopy;
 pub mod reaper;
 pub mod ring;
 mod ring_cursor;
