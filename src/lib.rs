@@ -7,6 +7,8 @@
 //! * [`pool`]: compression and decompression pools on that ring, wire
 //!   compatible with QEMU's compressed pages.
 //! * [`throttle`]: the accurate per-vCPU auto-converge throttle.
+//! * [`dirty`]: the dirty-page scheduler (a queue of marked pages and a
+//!   background cursor, no bitmap scan).
 //!
 //! The C ABI lives in `ffi` and follows one contract, documented there:
 //! `0` or a negative errno, NULL/out-of-range arguments rejected with
@@ -17,6 +19,8 @@
 // Only `ffi` is exported to C: every other module carries `cbindgen:ignore`
 // so its Rust-side constants and types stay out of include/vmig.h.
 
+/// cbindgen:ignore
+pub mod dirty;
 /// cbindgen:ignore
 pub mod error;
 pub mod ffi;
