@@ -17,6 +17,7 @@
 
 pub mod comp;
 pub mod decomp;
+pub mod dirty;
 pub mod reaper;
 pub mod ring;
 pub mod throttle;
