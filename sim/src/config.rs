@@ -47,6 +47,29 @@ pub enum ReaperPolicyKind {
     Predictive,
 }
 
+/// How the migration thread learns which pages to send
+/// (`--dirty-tracking`; docs/dirty.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirtyTracking {
+    /// QEMU's model: the reaper sets harvested pages in a dirty bitmap, the
+    /// migration thread syncs it into its own and walks it.
+    Bitmap,
+    /// The reaper marks harvested pages straight into `vmig::dirty`'s
+    /// scheduler; the migration thread takes pages from it (no bitmap).
+    Ring,
+}
+
+impl DirtyTracking {
+    /// Name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            DirtyTracking::Bitmap => "bitmap",
+            DirtyTracking::Ring => "ring",
+        }
+    }
+}
+
 /// Percentages of guest pages of each kind at start (sum 100).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ContentMix {
@@ -120,6 +143,14 @@ pub struct SimConfig {
     /// Test-only fault injection: corrupt this page on the wire every time
     /// it is sent, so the destination must notice.
     pub fault_corrupt_page: Option<u64>,
+    /// Dirty tracking the migration thread uses.
+    pub dirty_tracking: DirtyTracking,
+    /// Bytes of guest RAM that hold content at start (the first pages);
+    /// the rest stays untouched zero pages, never backed by memory, like an
+    /// idle large guest. None: all of RAM.
+    pub populated_bytes: Option<u64>,
+    /// Entries in the ring mode's queue; None: derived (`dirty_queue_capacity`).
+    pub dirty_queue: Option<u32>,
 }
 
 impl Default for SimConfig {
@@ -168,6 +199,9 @@ impl Default for SimConfig {
             max_time_s: 50.0,
             mix: ContentMix::default(),
             fault_corrupt_page: None,
+            dirty_tracking: DirtyTracking::Bitmap,
+            populated_bytes: None,
+            dirty_queue: None,
         }
     }
 }
@@ -181,6 +215,21 @@ impl SimConfig {
     /// Pages of the working set.
     pub fn working_set_pages(&self) -> u64 {
         self.working_set_bytes / PAGE_SIZE as u64
+    }
+
+    /// Pages that hold content at start (`--populated`).
+    pub fn populated_pages(&self) -> u64 {
+        self.populated_bytes.map_or(self.nr_pages(), |b| b / PAGE_SIZE as u64)
+    }
+
+    /// Ring mode's queue capacity: given, or the smallest power of two that
+    /// holds one whole harvest (`vcpus x dirty_ring_size`): a reap then
+    /// overflows only when the migration thread is a full harvest behind.
+    pub fn dirty_queue_capacity(&self) -> u32 {
+        self.dirty_queue.unwrap_or_else(|| {
+            let harvest = u64::from(self.vcpus) * u64::from(self.dirty_ring_size);
+            harvest.next_power_of_two().min(1 << 30) as u32
+        })
     }
 
     /// The reaper policy this run uses.
@@ -233,6 +282,23 @@ impl SimConfig {
         let m = self.mix;
         if m.zero + m.code + m.text + m.random != 100 {
             return Err("--mix percentages must add up to 100".into());
+        }
+        if let Some(b) = self.populated_bytes {
+            if b % page != 0 || b < self.working_set_bytes || b > self.mem_bytes {
+                return Err(format!(
+                    "--populated must be a multiple of {page} bytes, at least --working-set and at most --mem"
+                ));
+            }
+        }
+        if let Some(q) = self.dirty_queue {
+            if !q.is_power_of_two() || !(2..=1 << 30).contains(&q) {
+                return Err("--dirty-queue must be a power of two in 2..=2^30".into());
+            }
+        }
+        if self.dirty_tracking == DirtyTracking::Ring && self.stack == Stack::Legacy {
+            return Err("--dirty-tracking ring needs --stack vmig: QEMU 7.2's compression threads \
+                        flush per bitmap round, and the ring mode has no rounds"
+                .into());
         }
         if let Some(p) = self.fault_corrupt_page {
             if p >= self.nr_pages() {

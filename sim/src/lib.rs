@@ -25,6 +25,7 @@ pub mod link;
 pub mod memory;
 pub mod prng;
 pub mod report;
+pub mod ring_tracking;
 pub mod run;
 pub mod source;
 pub mod stacks;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use vmig_sim::config::{ContentMix, ReaperPolicyKind, SimConfig, Stack};
+use vmig_sim::config::{ContentMix, DirtyTracking, ReaperPolicyKind, SimConfig, Stack};
 use vmig_sim::content::Corpus;
 use vmig_sim::report::{compare_table, rounds_table, Report};
 use vmig_sim::source::Progress;
@@ -74,6 +74,14 @@ enum StackArg {
     Vmig,
     /// QEMU 7.2's designs (legacy compression threads, fixed 1 s reaper, VM-wide throttle timer).
     Legacy,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DirtyTrackingArg {
+    /// QEMU's model: harvested pages set a dirty bitmap, the migration thread syncs and walks it.
+    Bitmap,
+    /// Harvested pages go straight into vmig's dirty-page scheduler; the migration thread takes pages from it.
+    Ring,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -175,6 +183,17 @@ struct Cli {
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
+    /// How the migration thread finds dirty pages (docs/dirty.md).
+    #[arg(long, value_enum, value_name = "MODE", default_value = "bitmap")]
+    dirty_tracking: DirtyTrackingArg,
+    /// Only the first SIZE of guest RAM holds content; the rest stays untouched zero pages (never backed by
+    /// memory), like an idle large guest [default: all of --mem].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    populated: Option<u64>,
+    /// Entries in the ring mode's queue, a power of two [default: one whole harvest, vcpus x dirty-ring-size,
+    /// rounded up].
+    #[arg(long, value_name = "N")]
+    dirty_queue: Option<u32>,
     /// Test only: corrupt this page on the wire every time it is sent.
     #[arg(long, value_name = "PAGE", hide = true)]
     fault_corrupt_page: Option<u64>,
@@ -213,6 +232,12 @@ impl Cli {
             max_time_s: self.max_time,
             mix: self.mix,
             fault_corrupt_page: self.fault_corrupt_page,
+            dirty_tracking: match self.dirty_tracking {
+                DirtyTrackingArg::Bitmap => DirtyTracking::Bitmap,
+                DirtyTrackingArg::Ring => DirtyTracking::Ring,
+            },
+            populated_bytes: self.populated,
+            dirty_queue: self.dirty_queue,
         }
     }
 }
