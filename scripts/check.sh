@@ -27,6 +27,10 @@ step "loom models of the ring (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2})"
 LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2} RUSTFLAGS="--cfg loom" \
   cargo test --release --test loom_ring --target-dir target/loom
 
+step "loom models of the dirty-page scheduler (tests/loom_dirty.rs, LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-3})"
+LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-3} RUSTFLAGS="--cfg loom" \
+  cargo test --release --test loom_dirty --target-dir target/loom
+
 step "Miri: ring unit tests and the Miri-sized stress (strict provenance)"
 if has_nightly_component miri && has_nightly_component rust-src; then
   MIRIFLAGS="-Zmiri-strict-provenance ${MIRIFLAGS:-}" cargo +nightly miri test --lib ring::

@@ -151,6 +151,9 @@ pub struct SimConfig {
     pub populated_bytes: Option<u64>,
     /// Entries in the ring mode's queue; None: derived (`dirty_queue_capacity`).
     pub dirty_queue: Option<u32>,
+    /// Ring mode: bound on the first pass's stretch, which is the background
+    /// interval K (`vmig::dirty::config`, docs/dirty.md#deriving-k).
+    pub first_pass_stretch: u32,
 }
 
 impl Default for SimConfig {
@@ -202,6 +205,9 @@ impl Default for SimConfig {
             dirty_tracking: DirtyTracking::Bitmap,
             populated_bytes: None,
             dirty_queue: None,
+            // vmig's derived default (2): the first pass ends no later than
+            // the bitmap design's first two passes would (docs/dirty.md).
+            first_pass_stretch: vmig::dirty::DEFAULT_FIRST_PASS_STRETCH,
         }
     }
 }
@@ -294,6 +300,9 @@ impl SimConfig {
             if !q.is_power_of_two() || !(2..=1 << 30).contains(&q) {
                 return Err("--dirty-queue must be a power of two in 2..=2^30".into());
             }
+        }
+        if !(1..=1 << 20).contains(&self.first_pass_stretch) {
+            return Err("--first-pass-stretch must be in 1..=1048576".into());
         }
         if self.dirty_tracking == DirtyTracking::Ring && self.stack == Stack::Legacy {
             return Err("--dirty-tracking ring needs --stack vmig: QEMU 7.2's compression threads \

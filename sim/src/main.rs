@@ -194,6 +194,10 @@ struct Cli {
     /// rounded up].
     #[arg(long, value_name = "N")]
     dirty_queue: Option<u32>,
+    /// Ring mode: the first pass may take at most K times as long as one undisturbed pass over RAM; the
+    /// background pass gets at least one pick in K (docs/dirty.md).
+    #[arg(long, value_name = "K", default_value_t = vmig::dirty::DEFAULT_FIRST_PASS_STRETCH)]
+    first_pass_stretch: u32,
     /// Test only: corrupt this page on the wire every time it is sent.
     #[arg(long, value_name = "PAGE", hide = true)]
     fault_corrupt_page: Option<u64>,
@@ -238,6 +242,7 @@ impl Cli {
             },
             populated_bytes: self.populated,
             dirty_queue: self.dirty_queue,
+            first_pass_stretch: self.first_pass_stretch,
         }
     }
 }

@@ -33,8 +33,11 @@ pub fn attach(cfg: &SimConfig, log: &mut DirtyLog) -> Result<Option<DirtyTaker>,
     if cfg.dirty_tracking != DirtyTracking::Ring {
         return Ok(None);
     }
-    let (marker, taker) =
-        scheduler(&DirtyConfig::new(cfg.nr_pages(), cfg.dirty_queue_capacity())).map_err(|e| format!("dirty scheduler: {e}"))?;
+    let config = DirtyConfig {
+        first_pass_stretch: cfg.first_pass_stretch,
+        ..DirtyConfig::new(cfg.nr_pages(), cfg.dirty_queue_capacity())
+    };
+    let (marker, taker) = scheduler(&config).map_err(|e| format!("dirty scheduler: {e}"))?;
     log.feed_scheduler(marker);
     Ok(Some(taker))
 }

@@ -85,9 +85,18 @@
 //!    no Q2 has cleared it yet; its entry is not consumed yet, or it was
 //!    deferred to the cursor. The next Q2 of p comes after M's Q1, reads a
 //!    set bit, hands p out and synchronises with M's Q1 (release sequence).
-//! 3. **The cursor's take.** The cursor runs Q2 on every page it passes
-//!    and always hands the page out, so every mark of a page before the
-//!    cursor reaches it is covered by that take.
+//! 3. **The cursor's take.** The cursor always hands out the page it
+//!    passes and runs Q2 on it when the bit is (seen) set, so it covers
+//!    every mark whose entry it deferred, and every mark whose Q1 it
+//!    reads; a mark it does not see keeps its bit and entry (case 1).
+//!
+//! **The background pass peeks.** Before its Q2 the cursor reads the bit
+//! Relaxed and skips the RMW when it looks clear (most of RAM is never
+//! marked during the first pass). A stale "clear" is harmless: the bit
+//! stays set, so the mark's entry, consumed later, finds it set and hands
+//! the page out again with its own Q2 (case 1). A deferred entry is never
+//! missed this way: the taker consumed it (ring A1 / O4, after the mark's
+//! Q1), so by read-read coherence its later peek sees the bit set.
 //!
 //! The race of a mark with the take of the same page is cases 1 and 2 with
 //! M's Q1 on either side of the take's Q2: before it, the take sends W;

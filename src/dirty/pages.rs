@@ -54,6 +54,18 @@ impl QueuedSet {
         self.words[w].fetch_or(bit, Ordering::Release) & bit == 0
     }
 
+    /// Whether `page` looks present: a Relaxed peek, for the migration
+    /// thread's background pass, which skips the RMW of [`take`](Self::take)
+    /// when the bit looks clear. Why that loses nothing is in `super`'s
+    /// module doc ("The background pass peeks").
+    #[inline]
+    pub(crate) fn peek(&self, page: u64) -> bool {
+        let (w, bit) = split(page);
+        // Relaxed: a hint; a stale "clear" leaves the bit set for the
+        // page's queue entry, which the taker consumes later with Q2.
+        self.words[w].load(Ordering::Relaxed) & bit != 0
+    }
+
     /// Removes `page`; true when it was present. Only the migration thread
     /// calls this, right before it reads the page.
     #[inline]

@@ -277,8 +277,9 @@ impl DirtyTaker {
         t.from_background.store(t.from_background.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         // Q2: synchronises with every mark of the page so far (it may have
         // been queued and deferred to the cursor); its entry, if still in
-        // the queue, turns stale.
-        if self.shared.queued.take(page) {
+        // the queue, turns stale. The peek first saves the RMW on the
+        // pages nobody marked (most of RAM); see the module doc.
+        if self.shared.queued.peek(page) && self.shared.queued.take(page) {
             self.dec_queued();
         }
         page
