@@ -116,6 +116,11 @@ pub struct SourceStats {
     /// walking the bitmap (bitmap mode), or reaping on a sync and taking
     /// pages from the scheduler (ring mode).
     pub find_dirty_ms: f64,
+    /// Of `find_dirty_ms`, the part spent until the first pass over RAM
+    /// was done (bitmap: the first round; ring: the background cursor).
+    pub find_dirty_first_pass_ms: f64,
+    /// Dirty-log syncs done when the first pass ended.
+    pub first_pass_syncs: u64,
     /// Ring mode: the scheduler's counters.
     pub dirty_scheduler: Option<crate::ring_tracking::SchedulerSummary>,
 }
@@ -213,7 +218,11 @@ pub struct Source<'a> {
     taker: Option<vmig::dirty::DirtyTaker>,
     /// Ring mode: new marks at the previous sync, for the throttle trigger.
     marks_seen: u64,
+    /// Ring mode: pages handed out at which the current iteration ends.
+    iteration_end: u64,
     find_dirty: Duration,
+    /// `find_dirty` when the first pass ended.
+    first_pass_find: Option<Duration>,
     cursor: u64,
     threshold: u64,
     trigger: Trigger,
@@ -239,7 +248,9 @@ impl<'a> Source<'a> {
             bmap: PageBitmap::new(if cfg.dirty_tracking == crate::config::DirtyTracking::Ring { 0 } else { pages }),
             taker: None,
             marks_seen: 0,
+            iteration_end: 0,
             find_dirty: Duration::ZERO,
+            first_pass_find: None,
             cursor: 0,
             threshold: 0,
             trigger: Trigger::new(cfg.throttle_initial, cfg.throttle_increment, cfg.throttle_max, Instant::now()),
@@ -250,6 +261,13 @@ impl<'a> Source<'a> {
     pub fn with_scheduler(mut self, taker: Option<vmig::dirty::DirtyTaker>) -> Self {
         self.taker = taker;
         self
+    }
+
+    /// Ring mode: whether the pages pending at the last sync have gone out
+    /// (the ring mode's end of an iteration, where the bitmap design's
+    /// round ends; the auto-converge trigger runs on syncs).
+    fn ring_iteration_done(&self) -> bool {
+        self.taker.as_ref().is_some_and(|t| t.stats().handed_out >= self.iteration_end)
     }
 
     /// Pages still to send.
@@ -284,6 +302,7 @@ impl<'a> Source<'a> {
         st.transferred = self.em.link.transferred;
         st.remaining = pending * PAGE_SIZE as u64;
         st.find_dirty_ms = ms(self.find_dirty);
+        st.find_dirty_first_pass_ms = ms(self.first_pass_find.unwrap_or(self.find_dirty));
         st.dirty_scheduler = self
             .taker
             .as_ref()
@@ -335,9 +354,11 @@ impl<'a> Source<'a> {
                     return Ok(Status::Cancelled);
                 }
             }
-            // QEMU ram_save_pending: sync when below the threshold.
+            // QEMU ram_save_pending: sync when below the threshold. Ring
+            // mode has no rounds that empty a bitmap: an iteration ends when
+            // as many pages went out as were pending at the last sync.
             let mut pending = self.pending_pages() * PAGE_SIZE as u64;
-            if pending < self.threshold || pending == 0 {
+            if pending < self.threshold || pending == 0 || self.ring_iteration_done() {
                 self.sync(guest, true);
                 pending = self.pending_pages() * PAGE_SIZE as u64;
             }
@@ -414,6 +435,7 @@ impl<'a> Source<'a> {
                 // newly queued since the last sync are the trigger's input.
                 shared.log.reap();
                 let s = taker.stats();
+                self.iteration_end = s.handed_out + taker.pending();
                 let queued = s.marks - s.duplicates;
                 std::mem::replace(&mut self.marks_seen, queued).abs_diff(queued)
             }
@@ -462,6 +484,16 @@ impl<'a> Source<'a> {
                 }
             }
             self.find_dirty += t.elapsed();
+            if self.first_pass_find.is_none() {
+                let done = match &self.taker {
+                    Some(t) => t.stats().background_remaining == 0,
+                    None => n < FIND_BATCH,
+                };
+                if done {
+                    self.first_pass_find = Some(self.find_dirty);
+                    self.em.stats.first_pass_syncs = self.em.stats.dirty_sync_count;
+                }
+            }
             for &p in &batch[..n] {
                 self.send_page(p)?;
             }
@@ -483,7 +515,10 @@ impl<'a> Source<'a> {
                 }
             }
             self.em.check()?;
-            if Instant::now() >= until || self.pending_pages() * (PAGE_SIZE as u64) < self.threshold {
+            if Instant::now() >= until
+                || self.pending_pages() * (PAGE_SIZE as u64) < self.threshold
+                || self.ring_iteration_done()
+            {
                 return Ok(());
             }
         }
