@@ -121,6 +121,9 @@ pub struct SourceStats {
     pub find_dirty_first_pass_ms: f64,
     /// Dirty-log syncs done when the first pass ended.
     pub first_pass_syncs: u64,
+    /// Time finding dirty pages in each iteration (from one sync to the
+    /// next; the last entry ends with the final sync in downtime).
+    pub find_dirty_per_iteration_ms: Vec<f64>,
     /// Ring mode: the scheduler's counters.
     pub dirty_scheduler: Option<crate::ring_tracking::SchedulerSummary>,
 }
@@ -223,6 +226,8 @@ pub struct Source<'a> {
     find_dirty: Duration,
     /// `find_dirty` when the first pass ended.
     first_pass_find: Option<Duration>,
+    /// `find_dirty` at the previous sync.
+    find_at_sync: Duration,
     cursor: u64,
     threshold: u64,
     trigger: Trigger,
@@ -251,6 +256,7 @@ impl<'a> Source<'a> {
             iteration_end: 0,
             find_dirty: Duration::ZERO,
             first_pass_find: None,
+            find_at_sync: Duration::ZERO,
             cursor: 0,
             threshold: 0,
             trigger: Trigger::new(cfg.throttle_initial, cfg.throttle_increment, cfg.throttle_max, Instant::now()),
@@ -259,6 +265,8 @@ impl<'a> Source<'a> {
 
     /// Ring mode: take pages from `taker` instead of a bitmap.
     pub fn with_scheduler(mut self, taker: Option<vmig::dirty::DirtyTaker>) -> Self {
+        // The first iteration is the pages pending at start: all of RAM.
+        self.iteration_end = taker.as_ref().map_or(0, |t| t.pending());
         self.taker = taker;
         self
     }
@@ -441,6 +449,10 @@ impl<'a> Source<'a> {
             }
         };
         self.find_dirty += t.elapsed();
+        // The iteration ends with this sync.
+        let it = self.find_dirty - self.find_at_sync;
+        self.em.stats.find_dirty_per_iteration_ms.push(ms(it));
+        self.find_at_sync = self.find_dirty;
         self.em.stats.dirty_sync_count += 1;
         if !during_precopy {
             return;
