@@ -85,9 +85,18 @@ fn mark_races_take_of_the_same_page() {
 /// entries all occur).
 #[test]
 fn mark_races_the_background_cursor() {
-    loom::model(|| {
+    // K = 1 (the default) leaves the entry until the first pass is over;
+    // K = 2 polls the queue during it, so the entry can also be deferred.
+    for k in [1, 2] {
+        mark_races_the_background_cursor_with(k);
+    }
+}
+
+fn mark_races_the_background_cursor_with(k: u32) {
+    loom::model(move || {
         let ram = Ram::new(2);
-        let (marker, mut taker) = scheduler(&DirtyConfig::new(2, 2)).unwrap();
+        let cfg = DirtyConfig { first_pass_stretch: k, ..DirtyConfig::new(2, 2) };
+        let (marker, mut taker) = scheduler(&cfg).unwrap();
         let r = ram.clone();
         let producer = thread::spawn(move || {
             r.write(1, 1);

@@ -205,8 +205,8 @@ impl Default for SimConfig {
             dirty_tracking: DirtyTracking::Bitmap,
             populated_bytes: None,
             dirty_queue: None,
-            // vmig's derived default (2): the first pass ends no later than
-            // the bitmap design's first two passes would (docs/dirty.md).
+            // vmig's derived default (1): the first pass takes no longer than
+            // an undisturbed pass, whatever pages cost (docs/dirty.md#deriving-k).
             first_pass_stretch: vmig::dirty::DEFAULT_FIRST_PASS_STRETCH,
         }
     }

@@ -194,8 +194,8 @@ struct Cli {
     /// rounded up].
     #[arg(long, value_name = "N")]
     dirty_queue: Option<u32>,
-    /// Ring mode: the first pass may take at most K times as long as one undisturbed pass over RAM; the
-    /// background pass gets at least one pick in K (docs/dirty.md).
+    /// Ring mode: while the first pass has pages left it gets at least one pick in every K; 1 (vmig's
+    /// derived default) sends queued pages only after it (docs/dirty.md).
     #[arg(long, value_name = "K", default_value_t = vmig::dirty::DEFAULT_FIRST_PASS_STRETCH)]
     first_pass_stretch: u32,
     /// Test only: corrupt this page on the wire every time it is sent.

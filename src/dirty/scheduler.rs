@@ -27,8 +27,9 @@ struct MarkCounters {
     queued: AtomicU64,
 }
 
-/// Counters only the migration thread writes; any thread may read them
-/// (stats, pending). Relaxed: single writer, snapshots only.
+/// The taker's counters as last published ([`DirtyTaker::publish`]); any
+/// thread may read them (stats, pending). Relaxed: single writer,
+/// snapshots only.
 #[derive(Debug, Default)]
 struct TakeCounters {
     handed_out: AtomicU64,
@@ -88,6 +89,22 @@ pub struct DirtyMarker {
     shared: Arc<Shared>,
 }
 
+/// How often the taker publishes its counters: every this many pages
+/// handed out, and whenever `next` finds nothing. Counting in plain fields
+/// keeps a pick at a few instructions (the first pass makes one pick per
+/// guest page); other threads' snapshots lag by fewer than this many picks.
+const PUBLISH_EVERY: u64 = 64;
+
+/// The taker's own counts (plain: one thread).
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    handed_out: u64,
+    from_background: u64,
+    from_overflow: u64,
+    stale: u64,
+    deferred: u64,
+}
+
 /// Picks the pages to send. The migration thread's half: `Send`, not
 /// `Clone`, and `next` takes `&mut self`, so there is one taker.
 pub struct DirtyTaker {
@@ -104,6 +121,7 @@ pub struct DirtyTaker {
     /// Alternates which queued source is tried first, so neither the ring
     /// nor the overflow set can starve the other.
     overflow_first: bool,
+    tally: Tally,
 }
 
 /// Creates a scheduler with every page pending (the first pass sends all
@@ -128,6 +146,7 @@ pub fn scheduler(config: &DirtyConfig) -> Result<(DirtyMarker, DirtyTaker)> {
         batch_base: 0,
         batch_bits: 0,
         overflow_first: false,
+        tally: Tally::default(),
     };
     Ok((DirtyMarker { shared }, taker))
 }
@@ -173,8 +192,10 @@ impl Shared {
         }
     }
 
-    /// Pages still to send: queued plus background remaining. Exact when
-    /// no mark or take runs concurrently and the first pass is over;
+    /// Pages still to send: queued plus background remaining. The taker's
+    /// part is as last published (at most PUBLISH_EVERY picks old, exact
+    /// once `next` has found nothing). Exact when no mark or take runs
+    /// concurrently and the first pass is over;
     /// before that a queued page the cursor has not reached is counted
     /// twice (an upper bound, which is the safe side for a switch-over).
     fn pending(&self) -> u64 {
@@ -247,12 +268,28 @@ impl DirtyTaker {
     /// left every K-th pick goes to it (K = `background_interval`).
     pub fn next(&mut self) -> Option<u64> {
         let page = self.pick();
-        if page.is_some() {
-            let t = &self.shared.takes;
-            // Relaxed: single writer (this thread), a statistic.
-            t.handed_out.store(t.handed_out.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        match page {
+            Some(_) => {
+                self.tally.handed_out += 1;
+                if self.tally.handed_out % PUBLISH_EVERY == 0 {
+                    self.publish();
+                }
+            }
+            None => self.publish(),
         }
         page
+    }
+
+    /// Publishes the taker's counters and cursor for other threads.
+    fn publish(&self) {
+        let (t, l) = (&self.shared.takes, &self.tally);
+        // Relaxed (all): single writer, read only as snapshots.
+        t.background_next.store(self.background, Ordering::Relaxed);
+        t.handed_out.store(l.handed_out, Ordering::Relaxed);
+        t.from_background.store(l.from_background, Ordering::Relaxed);
+        t.from_overflow.store(l.from_overflow, Ordering::Relaxed);
+        t.stale.store(l.stale, Ordering::Relaxed);
+        t.deferred.store(l.deferred, Ordering::Relaxed);
     }
 
     fn pick(&mut self) -> Option<u64> {
@@ -271,10 +308,7 @@ impl DirtyTaker {
         let page = self.background;
         self.background += 1;
         self.since_background = 0;
-        let t = &self.shared.takes;
-        // Relaxed (all three): single writer, read only as snapshots.
-        t.background_next.store(self.background, Ordering::Relaxed);
-        t.from_background.store(t.from_background.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.tally.from_background += 1;
         // Q2: synchronises with every mark of the page so far (it may have
         // been queued and deferred to the cursor); its entry, if still in
         // the queue, turns stale. The peek first saves the RMW on the
@@ -301,23 +335,21 @@ impl DirtyTaker {
                     None => (self.next_overflowed()?, true),
                 }
             };
-            let t = &self.shared.takes;
-            let bump = |a: &AtomicU64| a.store(a.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             if page >= self.background {
                 // The cursor has not reached it: the cursor's take (Q2)
                 // will send it; its queued bit stays set meanwhile.
-                bump(&t.deferred);
+                self.tally.deferred += 1;
                 continue;
             }
             if self.shared.queued.take(page) {
                 if overflowed {
-                    bump(&t.from_overflow);
+                    self.tally.from_overflow += 1;
                 }
                 self.dec_queued();
                 return Some(page);
             }
             // Taken since this entry's mark (by the cursor): already sent.
-            bump(&t.stale);
+            self.tally.stale += 1;
         }
     }
 
@@ -348,12 +380,23 @@ impl DirtyTaker {
     /// first pass is over; before that a queued page the cursor has not
     /// reached yet counts twice (an upper bound).
     pub fn pending(&self) -> u64 {
-        self.shared.pending()
+        let s = self.stats();
+        s.queued + s.background_remaining
     }
 
-    /// A snapshot of the counters.
+    /// A snapshot of the counters (the taker's own exact, the marks'
+    /// a snapshot).
     pub fn stats(&self) -> DirtyStats {
-        self.shared.stats()
+        let l = &self.tally;
+        DirtyStats {
+            background_remaining: self.shared.nr_pages - self.background,
+            handed_out: l.handed_out,
+            from_background: l.from_background,
+            from_overflow: l.from_overflow,
+            stale: l.stale,
+            deferred: l.deferred,
+            ..self.shared.stats()
+        }
     }
 
     /// A marking handle for this scheduler.

@@ -77,7 +77,8 @@ unsafe fn handle<'a>(d: *const vmig_dirty) -> Result<&'a Handle> {
 /// Creates a scheduler for `nr_pages` guest pages with a queue of
 /// `queue_capacity` entries (a power of two, 2..=2^30). Every page starts
 /// pending: the first pass sends all of RAM. The background interval K is
-/// the default derived in docs/dirty.md (2).
+/// the default derived in docs/dirty.md (1: the first pass gets every pick
+/// until it is over, then queued pages are served).
 ///
 /// Returns the scheduler, or NULL with errno EINVAL (`nr_pages` 0 or too
 /// large for this machine, bad `queue_capacity`) or ENOMEM. Free it with
