@@ -4,6 +4,10 @@
 //! guest.
 //!
 //! * Setup: start dirty logging and mark every page dirty.
+//! * `--dirty-tracking ring` (`ring_tracking`): no bitmap; pages come from
+//!   `vmig::dirty`'s scheduler (the first pass, then the pages the reaper
+//!   marked), and an iteration ends when as many pages went out as were
+//!   pending at the last sync.
 //! * Iterate: send dirty pages in address order. Every `BUFFER_DELAY`
 //!   (100 ms) the bandwidth of the last window gives the threshold
 //!   `bandwidth x downtime-limit`. When the pages still to send drop below
