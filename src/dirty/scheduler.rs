@@ -22,9 +22,6 @@ struct MarkCounters {
     marks: AtomicU64,
     duplicates: AtomicU64,
     overflowed: AtomicU64,
-    /// Pages whose queued bit is set, as a wrapping i64: a take may
-    /// decrement before the mark that set the bit has incremented.
-    queued: AtomicU64,
 }
 
 /// The taker's counters as last published ([`DirtyTaker::publish`]); any
@@ -40,6 +37,10 @@ struct TakeCounters {
     from_overflow: AtomicU64,
     stale: AtomicU64,
     deferred: AtomicU64,
+    /// Takes that cleared a queued bit. Queued pages = marks that set one
+    /// (marks - duplicates) - cleared: no counter shared by markers and
+    /// the taker, so a take writes no cache line a marker writes.
+    cleared: AtomicU64,
 }
 
 struct Shared {
@@ -103,6 +104,7 @@ struct Tally {
     from_overflow: u64,
     stale: u64,
     deferred: u64,
+    cleared: u64,
 }
 
 /// Picks the pages to send. The migration thread's half: `Send`, not
@@ -151,6 +153,13 @@ pub fn scheduler(config: &DirtyConfig) -> Result<(DirtyMarker, DirtyTaker)> {
     Ok((DirtyMarker { shared }, taker))
 }
 
+/// Pages queued now: marks that set a queued bit, less takes that cleared
+/// one. A snapshot from counters updated at different times (a burst adds
+/// its marks after its entries are published), so clamped at 0.
+fn queued(marks: u64, duplicates: u64, cleared: u64) -> u64 {
+    marks.saturating_sub(duplicates).saturating_sub(cleared)
+}
+
 impl Shared {
     /// Marks a page known to be in range; returns whether it was queued
     /// (false: a duplicate).
@@ -159,8 +168,6 @@ impl Shared {
         if !self.queued.insert(page) {
             return false;
         }
-        // Relaxed: the pending estimate (see MarkCounters::queued).
-        self.marks.queued.fetch_add(1, Ordering::Relaxed);
         // page + 1 != 0: `validate` keeps nr_pages below u64::MAX and in a usize.
         let item = NonZeroUsize::new(page as usize + 1).expect("page + 1 is non-zero");
         // The entry is published after Q1 (ring R1/A1, or O3/O4), so the
@@ -185,7 +192,7 @@ impl Shared {
             handed_out: ld(&self.takes.handed_out),
             from_background: ld(&self.takes.from_background),
             from_overflow: ld(&self.takes.from_overflow),
-            queued: (ld(&self.marks.queued) as i64).max(0) as u64,
+            queued: queued(ld(&self.marks.marks), ld(&self.marks.duplicates), ld(&self.takes.cleared)),
             stale: ld(&self.takes.stale),
             deferred: ld(&self.takes.deferred),
             background_interval: self.background_interval,
@@ -214,11 +221,13 @@ impl DirtyMarker {
             return Err(Error::InvalidArgument("page is out of range"));
         }
         let c = &self.shared.marks;
+        // Duplicates first, marks second: a snapshot then never counts a
+        // duplicate as a queued page for longer than this call.
         // Relaxed (both): statistics.
-        c.marks.fetch_add(1, Ordering::Relaxed);
         if !self.shared.mark_valid(page) {
             c.duplicates.fetch_add(1, Ordering::Relaxed);
         }
+        c.marks.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -237,11 +246,12 @@ impl DirtyMarker {
             n += 1;
         }
         let c = &self.shared.marks;
-        // Relaxed (both): statistics, one update per burst.
-        c.marks.fetch_add(n as u64, Ordering::Relaxed);
+        // Relaxed (both): statistics, one update per burst (duplicates
+        // first, as in `mark`).
         if dups > 0 {
             c.duplicates.fetch_add(dups, Ordering::Relaxed);
         }
+        c.marks.fetch_add(n as u64, Ordering::Relaxed);
         n
     }
 
@@ -290,6 +300,7 @@ impl DirtyTaker {
         t.from_overflow.store(l.from_overflow, Ordering::Relaxed);
         t.stale.store(l.stale, Ordering::Relaxed);
         t.deferred.store(l.deferred, Ordering::Relaxed);
+        t.cleared.store(l.cleared, Ordering::Relaxed);
     }
 
     fn pick(&mut self) -> Option<u64> {
@@ -314,7 +325,7 @@ impl DirtyTaker {
         // the queue, turns stale. The peek first saves the RMW on the
         // pages nobody marked (most of RAM); see the module doc.
         if self.shared.queued.peek(page) && self.shared.queued.take(page) {
-            self.dec_queued();
+            self.tally.cleared += 1;
         }
         page
     }
@@ -345,7 +356,7 @@ impl DirtyTaker {
                 if overflowed {
                     self.tally.from_overflow += 1;
                 }
-                self.dec_queued();
+                self.tally.cleared += 1;
                 return Some(page);
             }
             // Taken since this entry's mark (by the cursor): already sent.
@@ -370,11 +381,6 @@ impl DirtyTaker {
         Some(self.batch_base + u64::from(bit))
     }
 
-    fn dec_queued(&self) {
-        // Relaxed: the pending estimate (MarkCounters::queued).
-        self.shared.marks.queued.fetch_sub(1, Ordering::Relaxed);
-    }
-
     /// Pages still to send: queued plus background remaining, for the
     /// switch-over decision. Exact when no mark runs concurrently and the
     /// first pass is over; before that a queued page the cursor has not
@@ -388,14 +394,19 @@ impl DirtyTaker {
     /// a snapshot).
     pub fn stats(&self) -> DirtyStats {
         let l = &self.tally;
+        let shared = self.shared.stats();
+        let m = &self.shared.marks;
+        // Relaxed: snapshots of the markers' counters.
+        let queued = queued(m.marks.load(Ordering::Relaxed), m.duplicates.load(Ordering::Relaxed), l.cleared);
         DirtyStats {
+            queued,
             background_remaining: self.shared.nr_pages - self.background,
             handed_out: l.handed_out,
             from_background: l.from_background,
             from_overflow: l.from_overflow,
             stale: l.stale,
             deferred: l.deferred,
-            ..self.shared.stats()
+            ..shared
         }
     }
 
