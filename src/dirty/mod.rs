@@ -75,7 +75,10 @@
 //!
 //! 1. **Q1 finds the bit clear.** M records an entry E (ring, or overflow
 //!    when full). The taker consumes every entry eventually (`next`
-//!    returns None only when ring, overflow set and cursor are empty).
+//!    returns None only when ring, overflow set, cursor and the taker's
+//!    local batches — ring entries dequeued in a burst, an overflow word
+//!    taken whole — are all empty); an entry is *consumed* when the taker
+//!    processes it from its batch.
 //!    When it consumes E:
 //!    * p is at or past the cursor: E is deferred; the cursor's take of p
 //!      is a Q2 after M's Q1 (it happens after E was consumed) — case 3.

@@ -123,8 +123,16 @@ pub struct DirtyTaker {
     /// Alternates which queued source is tried first, so neither the ring
     /// nor the overflow set can starve the other.
     overflow_first: bool,
+    /// Ring entries dequeued in one burst and not handed out yet (the
+    /// ring's `cons` is published once per burst, not once per page),
+    /// served from `ring_next`.
+    ring_batch: Vec<NonZeroUsize>,
+    ring_next: usize,
     tally: Tally,
 }
+
+/// Ring entries taken per dequeue burst.
+const RING_BATCH: u32 = 32;
 
 /// Creates a scheduler with every page pending (the first pass sends all
 /// of RAM): the marking half and the taking half.
@@ -148,6 +156,8 @@ pub fn scheduler(config: &DirtyConfig) -> Result<(DirtyMarker, DirtyTaker)> {
         batch_base: 0,
         batch_bits: 0,
         overflow_first: false,
+        ring_batch: Vec::with_capacity(RING_BATCH as usize),
+        ring_next: 0,
         tally: Tally::default(),
     };
     Ok((DirtyMarker { shared }, taker))
@@ -365,8 +375,17 @@ impl DirtyTaker {
     }
 
     fn next_ringed(&mut self) -> Option<u64> {
-        // The ring's A1 pairs with R1 in the marker's enqueue.
-        self.rx.dequeue().map(|p| p.get() as u64 - 1)
+        if self.ring_next == self.ring_batch.len() {
+            self.ring_batch.clear();
+            self.ring_next = 0;
+            // The ring's A1 pairs with R1 in the marker's enqueue.
+            if self.rx.dequeue_burst(&mut self.ring_batch, RING_BATCH) == 0 {
+                return None;
+            }
+        }
+        let p = self.ring_batch[self.ring_next];
+        self.ring_next += 1;
+        Some(p.get() as u64 - 1)
     }
 
     fn next_overflowed(&mut self) -> Option<u64> {
