@@ -286,6 +286,9 @@ impl DirtyTaker {
     /// queued that a mark has finished publishing, and the first pass is
     /// over). Queued pages come first, but while the first pass has pages
     /// left every K-th pick goes to it (K = `background_interval`).
+    // Named after vmig_dirty_next(). Not an Iterator: None means nothing
+    // is pending *now*; later marks make it return pages again.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Option<u64> {
         let page = self.pick();
         match page {
