@@ -133,7 +133,7 @@ fn main() -> ExitCode {
     let corpus = Corpus::load();
     println!("dirty-bench: load average before: {}", loadavg());
     println!(
-        "| RAM | tracking | find-dirty ms/iteration (2nd on) | find-dirty ms total (1st pass) | total ms | pages sent | MB sent | downtime ms | overflowed |"
+        "| RAM | tracking | find-dirty ms/iteration (2nd on) | find-dirty ms total (1st pass) | total ms (each round) | pages sent | MB sent | downtime ms | overflowed |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut goals = Vec::new();
@@ -168,13 +168,15 @@ fn main() -> ExitCode {
         let down = |r: &Report| r.source.downtime_ms;
         let over = |r: &Report| r.source.dirty_scheduler.as_ref().map_or(0.0, |d| d.overflowed as f64);
         for (i, m) in modes.iter().enumerate() {
+            let each: Vec<String> = runs[i].iter().map(|r| format!("{:.0}", total(r))).collect();
             println!(
-                "| {gib} GiB | {} | {:.3} | {:.1} ({:.1}) | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
+                "| {gib} GiB | {} | {:.3} | {:.1} ({:.1}) | {:.0} ({}) | {:.0} | {:.0} | {:.0} | {} |",
                 m.label,
                 med(i, &per_iteration_ms),
                 med(i, &find),
                 med(i, &first),
                 med(i, &total),
+                each.join(" / "),
                 med(i, &sent),
                 med(i, &mb),
                 med(i, &down),
