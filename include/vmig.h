@@ -89,6 +89,10 @@ typedef struct vmig_comp_pool vmig_comp_pool;
 // A decompression pool (opaque).
 typedef struct vmig_decomp_pool vmig_decomp_pool;
 
+// A dirty-page scheduler (opaque): a queue of pages marked dirty and a
+// background cursor over guest RAM, for the migration thread.
+typedef struct vmig_dirty vmig_dirty;
+
 // Postcopy destination: guest RAM under userfaultfd (opaque).
 typedef struct vmig_postcopy_dest vmig_postcopy_dest;
 
@@ -175,6 +179,33 @@ typedef struct vmig_postcopy_latency {
   // `[2^(i-1), 2^i)`.
   uint64_t buckets[VMIG_POSTCOPY_LATENCY_BUCKETS];
 } vmig_postcopy_latency;
+
+// Counters of a dirty-page scheduler (vmig_dirty_stats()).
+typedef struct vmig_dirty_statistics {
+  // Pages marked (accepted by vmig_dirty_mark()/vmig_dirty_mark_burst()).
+  uint64_t marks;
+  // Marks of a page already queued, suppressed (it is queued once).
+  uint64_t duplicates;
+  // Marks that found the queue full and went to the overflow set.
+  uint64_t overflowed;
+  // Pages the first pass (background cursor) has not reached yet.
+  uint64_t background_remaining;
+  // Pages handed out by vmig_dirty_next(), all sources.
+  uint64_t handed_out;
+  // Of those, pages from the background cursor.
+  uint64_t from_background;
+  // Of those, pages found in the overflow set.
+  uint64_t from_overflow;
+  // Pages queued now (queue or overflow set), a snapshot.
+  uint64_t queued;
+  // Queue entries dropped because the cursor had sent the page since.
+  uint64_t stale;
+  // Queue entries left to the cursor, which had not reached the page.
+  uint64_t deferred;
+  // K: while the first pass has pages left, at least one pick in every
+  // K goes to it.
+  uint32_t background_interval;
+} vmig_dirty_statistics;
 
 // Reaper configuration. Fill it with vmig_reaper_config_default() and
 // change what you need; every field is checked by vmig_reaper_new(),
@@ -600,6 +631,94 @@ int32_t vmig_postcopy_src_claim(const struct vmig_postcopy_src *s, uint64_t page
 int32_t vmig_postcopy_src_next_unsent(const struct vmig_postcopy_src *s,
                                       uint64_t from,
                                       uint64_t *page);
+
+// Creates a scheduler for `nr_pages` guest pages with a queue of
+// `queue_capacity` entries (a power of two, 2..=2^30). Every page starts
+// pending: the first pass sends all of RAM. The background interval K is
+// the default derived in docs/dirty.md (1: the first pass gets every pick
+// until it is over, then queued pages are served).
+//
+// Returns the scheduler, or NULL with errno EINVAL (`nr_pages` 0 or too
+// large for this machine, bad `queue_capacity`) or ENOMEM. Free it with
+// vmig_dirty_free().
+//
+// Thread-safety: may be called from any thread.
+struct vmig_dirty *vmig_dirty_new(uint64_t nr_pages, uint32_t queue_capacity);
+
+// Frees a scheduler. NULL is a no-op.
+//
+// Thread-safety: no other thread may use the scheduler during or after
+// the call.
+//
+// # Safety
+// `d` is NULL or a live handle from vmig_dirty_new().
+void vmig_dirty_free(struct vmig_dirty *d);
+
+// Marks `page` dirty: it will be handed out by vmig_dirty_next() after
+// this call, and what was written to it before the call (by this thread,
+// or by one whose writes happen-before the call) is visible to the
+// migration thread when it takes the page. A page already queued is not
+// queued again. Never blocks: when the queue is full the page goes to an
+// overflow set.
+//
+// Returns 0, or -EINVAL (`d` NULL, `page >= nr_pages`).
+//
+// Thread-safety: any number of threads at once.
+//
+// # Safety
+// `d` is NULL or a live handle.
+int32_t vmig_dirty_mark(struct vmig_dirty *d, uint64_t page);
+
+// Marks `n` pages from `pages`, in order, as vmig_dirty_mark(); stops at
+// the first page `>= nr_pages`.
+//
+// Returns how many pages were accepted (0 when `d` is NULL, or `pages`
+// is NULL with `n > 0`).
+//
+// Thread-safety: any number of threads at once.
+//
+// # Safety
+// `d` is NULL or a live handle; `pages` is NULL or valid for reading `n`
+// values.
+uint32_t vmig_dirty_mark_burst(struct vmig_dirty *d, const uint64_t *pages, uint32_t n);
+
+// Takes the next page to send into `*page`: queued pages first, but while
+// the first pass has pages left, at least one pick in every K goes to the
+// background cursor (K in vmig_dirty_statistics.background_interval).
+// Read the page only after this returns.
+//
+// Returns 1 with `*page` set, 0 when nothing is pending (`*page`
+// untouched), or -EINVAL (`d` or `page` NULL).
+//
+// Thread-safety: one thread at a time (the migration thread); marks may
+// run concurrently.
+//
+// # Safety
+// `d` is NULL or a live handle; `page` is NULL or valid for a write.
+int32_t vmig_dirty_next(struct vmig_dirty *d, uint64_t *page);
+
+// Pages still to send: queued + overflowed + not yet reached by the
+// first pass, for the switch-over decision. Exact while no mark runs and
+// once the first pass is over; before that a queued page the cursor has
+// not reached counts twice (an upper bound).
+//
+// Returns the count, or 0 when `d` is NULL.
+//
+// Thread-safety: any thread.
+//
+// # Safety
+// `d` is NULL or a live handle.
+uint64_t vmig_dirty_pending(const struct vmig_dirty *d);
+
+// Copies the scheduler's counters (a snapshot) into `*out`.
+//
+// Returns 0, or -EINVAL (`d` or `out` NULL).
+//
+// Thread-safety: any thread.
+//
+// # Safety
+// `d` is NULL or a live handle; `out` is NULL or valid for a write.
+int32_t vmig_dirty_stats(const struct vmig_dirty *d, struct vmig_dirty_statistics *out);
 
 // Fills `cfg` with the defaults: the policy and tunables measured best
 // (see the README, "Reaper"). ring_size defaults to 4096; set your own.

@@ -42,6 +42,9 @@ LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2} RUSTFLAGS="--cfg vmig_loom" \
 step "loom models of the postcopy page maps (tests/loom_postcopy.rs)"
 LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2} RUSTFLAGS="--cfg vmig_loom" \
   cargo test --release --test loom_postcopy --target-dir target/loom
+step "loom models of the dirty-page scheduler (tests/loom_dirty.rs, LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-3})"
+LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-3} RUSTFLAGS="--cfg vmig_loom" \
+  cargo test --release --test loom_dirty --target-dir target/loom
 
 step "Miri: ring unit tests and the Miri-sized stress (strict provenance)"
 if has_nightly_component miri && has_nightly_component rust-src; then

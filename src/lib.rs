@@ -15,6 +15,8 @@
 //!   (docs/controllers.md).
 //! * [`postcopy`]: postcopy on userfaultfd: fault service, exactly-once
 //!   page placement, urgent-page queue and sent map, request latency.
+//! * [`dirty`]: the dirty-page scheduler (a queue of marked pages and a
+//!   background cursor, no bitmap scan).
 //!
 //! The C ABI lives in `ffi` and follows one contract, documented there:
 //! `0` or a negative errno, NULL/out-of-range arguments rejected with
@@ -43,6 +45,8 @@
 // Only `ffi` is exported to C: every other module carries `cbindgen:ignore`
 // so its Rust-side constants and types stay out of include/vmig.h.
 
+/// cbindgen:ignore
+pub mod dirty;
 /// cbindgen:ignore
 pub mod error;
 pub mod ffi;

@@ -47,6 +47,29 @@ pub enum ReaperPolicyKind {
     Predictive,
 }
 
+/// How the migration thread learns which pages to send
+/// (`--dirty-tracking`; docs/dirty.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirtyTracking {
+    /// QEMU's model: the reaper sets harvested pages in a dirty bitmap, the
+    /// migration thread syncs it into its own and walks it.
+    Bitmap,
+    /// The reaper marks harvested pages straight into `vmig::dirty`'s
+    /// scheduler; the migration thread takes pages from it (no bitmap).
+    Ring,
+}
+
+impl DirtyTracking {
+    /// Name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            DirtyTracking::Bitmap => "bitmap",
+            DirtyTracking::Ring => "ring",
+        }
+    }
+}
+
 /// Percentages of guest pages of each kind at start (sum 100).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ContentMix {
@@ -122,6 +145,17 @@ pub struct SimConfig {
     pub fault_corrupt_page: Option<u64>,
     /// Postcopy (`--postcopy MODE`); None: precopy only.
     pub postcopy: Option<crate::postcopy::PostcopyConfig>,
+    /// Dirty tracking the migration thread uses.
+    pub dirty_tracking: DirtyTracking,
+    /// Bytes of guest RAM that hold content at start (the first pages);
+    /// the rest stays untouched zero pages, never backed by memory, like an
+    /// idle large guest. None: all of RAM.
+    pub populated_bytes: Option<u64>,
+    /// Entries in the ring mode's queue; None: derived (`dirty_queue_capacity`).
+    pub dirty_queue: Option<u32>,
+    /// Ring mode: bound on the first pass's stretch, which is the background
+    /// interval K (`vmig::dirty::config`, docs/dirty.md#deriving-k).
+    pub first_pass_stretch: u32,
 }
 
 impl Default for SimConfig {
@@ -171,6 +205,12 @@ impl Default for SimConfig {
             mix: ContentMix::default(),
             fault_corrupt_page: None,
             postcopy: None,
+            dirty_tracking: DirtyTracking::Bitmap,
+            populated_bytes: None,
+            dirty_queue: None,
+            // vmig's derived default (1): the first pass takes no longer than
+            // an undisturbed pass, whatever pages cost (docs/dirty.md#deriving-k).
+            first_pass_stretch: vmig::dirty::DEFAULT_FIRST_PASS_STRETCH,
         }
     }
 }
@@ -184,6 +224,21 @@ impl SimConfig {
     /// Pages of the working set.
     pub fn working_set_pages(&self) -> u64 {
         self.working_set_bytes / PAGE_SIZE as u64
+    }
+
+    /// Pages that hold content at start (`--populated`).
+    pub fn populated_pages(&self) -> u64 {
+        self.populated_bytes.map_or(self.nr_pages(), |b| b / PAGE_SIZE as u64)
+    }
+
+    /// Ring mode's queue capacity: given, or the smallest power of two that
+    /// holds one whole harvest (`vcpus x dirty_ring_size`): a reap then
+    /// overflows only when the migration thread is a full harvest behind.
+    pub fn dirty_queue_capacity(&self) -> u32 {
+        self.dirty_queue.unwrap_or_else(|| {
+            let harvest = u64::from(self.vcpus) * u64::from(self.dirty_ring_size);
+            harvest.next_power_of_two().min(1 << 30) as u32
+        })
     }
 
     /// The reaper policy this run uses.
@@ -238,6 +293,14 @@ impl SimConfig {
             return Err("--mix percentages must add up to 100".into());
         }
         if let Some(pc) = &self.postcopy {
+            // The postcopy run has its own precopy rounds on the bitmap model
+            // and maps all of guest RAM itself (sim/src/postcopy/).
+            if self.dirty_tracking != DirtyTracking::Bitmap {
+                return Err("--postcopy does not combine with --dirty-tracking ring: its precopy rounds use the bitmap model".into());
+            }
+            if self.populated_bytes.is_some() {
+                return Err("--postcopy does not combine with --populated".into());
+            }
             // QEMU's migrate_caps_check refuses compress with postcopy-ram
             // ("Postcopy is not currently compatible with compression") and
             // again with postcopy-preempt: a page must be placed whole by
@@ -260,6 +323,26 @@ impl SimConfig {
             if pc.sndbuf.is_some_and(|b| !(64 << 10..=1 << 30).contains(&b)) {
                 return Err("--sndbuf must be in 64K..=1G".into());
             }
+        }
+        if let Some(b) = self.populated_bytes {
+            if b % page != 0 || b < self.working_set_bytes || b > self.mem_bytes {
+                return Err(format!(
+                    "--populated must be a multiple of {page} bytes, at least --working-set and at most --mem"
+                ));
+            }
+        }
+        if let Some(q) = self.dirty_queue {
+            if !q.is_power_of_two() || !(2..=1 << 30).contains(&q) {
+                return Err("--dirty-queue must be a power of two in 2..=2^30".into());
+            }
+        }
+        if !(1..=1 << 20).contains(&self.first_pass_stretch) {
+            return Err("--first-pass-stretch must be in 1..=1048576".into());
+        }
+        if self.dirty_tracking == DirtyTracking::Ring && self.stack == Stack::Legacy {
+            return Err("--dirty-tracking ring needs --stack vmig: QEMU 7.2's compression threads \
+                        flush per bitmap round, and the ring mode has no rounds"
+                .into());
         }
         if let Some(p) = self.fault_corrupt_page {
             if p >= self.nr_pages() {

@@ -90,10 +90,16 @@ impl Corpus {
 
     /// Fills `ram` with `mix`, deterministically from `seed`.
     pub fn fill(&self, ram: &GuestRam, mix: ContentMix, seed: u64) -> FillStats {
+        self.fill_first(ram, ram.pages(), mix, seed)
+    }
+
+    /// [`fill`](Self::fill) for the first `populated` pages only; the rest
+    /// stay untouched zero pages (counted as zero, never backed by memory).
+    pub fn fill_first(&self, ram: &GuestRam, populated: u64, mix: ContentMix, seed: u64) -> FillStats {
         let mut rng = SplitMix64::new(seed, 0xC0DE);
-        let mut stats = FillStats::default();
+        let mut stats = FillStats { zero: ram.pages() - populated.min(ram.pages()), ..FillStats::default() };
         let mut buf = [0u8; PAGE_SIZE];
-        for page in 0..ram.pages() {
+        for page in 0..populated.min(ram.pages()) {
             let r = rng.below(100) as u32;
             if r < mix.zero {
                 stats.zero += 1;

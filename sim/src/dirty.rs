@@ -46,11 +46,16 @@ pub struct DirtyLog {
     dirty: AtomicBitmap,
     rings: Mutex<Reaping>,
     stats: Vec<StatsHandle>,
+    /// `--dirty-tracking ring`: harvested pages go to this scheduler
+    /// instead of the dirty bitmap.
+    scheduler: Option<vmig::dirty::DirtyMarker>,
 }
 
 struct Reaping {
     rings: Vec<ReaperRing>,
     scratch: Vec<NonZeroUsize>,
+    /// Ring mode: the harvested pages of one ring, re-protected, to mark.
+    harvest: Vec<u64>,
     /// Ring-full events already reported to the reaper controller.
     full_seen: u64,
 }
@@ -86,8 +91,9 @@ impl DirtyLog {
         let log = DirtyLog {
             protect: AtomicBitmap::new(pages),
             dirty: AtomicBitmap::new(pages),
-            rings: Mutex::new(Reaping { rings, scratch: Vec::new(), full_seen: 0 }),
+            rings: Mutex::new(Reaping { rings, scratch: Vec::new(), harvest: Vec::new(), full_seen: 0 }),
             stats,
+            scheduler: None,
         };
         Ok((log, vcpu_ends))
     }
@@ -106,27 +112,42 @@ impl DirtyLog {
     /// Harvests every ring: re-protects the pages, then marks them dirty.
     pub fn reap(&self) -> Reaped {
         let mut g = self.rings.lock();
-        let Reaping { rings, scratch, full_seen } = &mut *g;
+        let Reaping { rings, scratch, harvest, full_seen } = &mut *g;
         let mut out = Reaped::default();
         for ring in rings.iter_mut() {
             scratch.clear();
             let n = u64::from(ring.harvest(scratch));
             out.total += n;
             out.max_fill = out.max_fill.max(n);
+            harvest.clear();
             for p in scratch.iter() {
                 let page = (p.get() - 1) as u64;
                 let (w, bit) = ((page / 64) as usize, 1u64 << (page % 64));
                 // R1 (AcqRel): re-protect; pairs with P1 in `VcpuDirty::wrote`.
                 self.protect.word(w).fetch_or(bit, Ordering::AcqRel);
+                if self.scheduler.is_some() {
+                    harvest.push(page);
+                    continue;
+                }
                 // R2 (Release): publish the dirty page; pairs with M1 in
                 // `sync_into`.
                 self.dirty.word(w).fetch_or(bit, Ordering::Release);
+            }
+            if let Some(s) = &self.scheduler {
+                // Ring mode: the scheduler's Q1 (Release, after R1) takes
+                // R2's place and its Q2 M1's (vmig::dirty module doc).
+                crate::ring_tracking::deliver(s, harvest);
             }
         }
         let full: u64 = self.stats.iter().map(|s| s.stats().ring_full_events()).sum();
         out.full_events = full - *full_seen;
         *full_seen = full;
         out
+    }
+
+    /// Ring mode: harvested pages go to `scheduler` from now on.
+    pub fn feed_scheduler(&mut self, scheduler: vmig::dirty::DirtyMarker) {
+        self.scheduler = Some(scheduler);
     }
 
     /// QEMU's migration_bitmap_sync: reaps, then moves every harvested page

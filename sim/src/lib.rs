@@ -26,6 +26,7 @@ pub mod memory;
 pub mod postcopy;
 pub mod prng;
 pub mod report;
+pub mod ring_tracking;
 pub mod run;
 pub mod source;
 pub mod stacks;

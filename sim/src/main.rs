@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use vmig_sim::config::{ContentMix, ReaperPolicyKind, SimConfig, Stack};
+use vmig_sim::config::{ContentMix, DirtyTracking, ReaperPolicyKind, SimConfig, Stack};
 use vmig_sim::content::Corpus;
 use vmig_sim::report::{compare_table, rounds_table, Report};
 use vmig_sim::source::Progress;
@@ -92,6 +92,14 @@ enum AccessArg {
     Random,
     /// Each vCPU walks its part of the working set in order.
     Sequential,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DirtyTrackingArg {
+    /// QEMU's model: harvested pages set a dirty bitmap, the migration thread syncs and walks it.
+    Bitmap,
+    /// Harvested pages go straight into vmig's dirty-page scheduler; the migration thread takes pages from it.
+    Ring,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -216,6 +224,21 @@ struct Cli {
     /// Test only: break the connections after this many postcopy pages.
     #[arg(long, value_name = "PAGES", hide = true, requires = "postcopy")]
     fault_break_postcopy: Option<u64>,
+    /// How the migration thread finds dirty pages (docs/dirty.md).
+    #[arg(long, value_enum, value_name = "MODE", default_value = "bitmap")]
+    dirty_tracking: DirtyTrackingArg,
+    /// Only the first SIZE of guest RAM holds content; the rest stays untouched zero pages (never backed by
+    /// memory), like an idle large guest [default: all of --mem].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    populated: Option<u64>,
+    /// Entries in the ring mode's queue, a power of two [default: one whole harvest, vcpus x dirty-ring-size,
+    /// rounded up].
+    #[arg(long, value_name = "N")]
+    dirty_queue: Option<u32>,
+    /// Ring mode: while the first pass has pages left it gets at least one pick in every K; 1 (vmig's
+    /// derived default) sends queued pages only after it (docs/dirty.md).
+    #[arg(long, value_name = "K", default_value_t = vmig::dirty::DEFAULT_FIRST_PASS_STRETCH)]
+    first_pass_stretch: u32,
     /// Test only: corrupt this page on the wire every time it is sent.
     #[arg(long, value_name = "PAGE", hide = true)]
     fault_corrupt_page: Option<u64>,
@@ -272,6 +295,13 @@ impl Cli {
                 pc.rt_threads = self.rt_threads;
                 pc
             }),
+            dirty_tracking: match self.dirty_tracking {
+                DirtyTrackingArg::Bitmap => DirtyTracking::Bitmap,
+                DirtyTrackingArg::Ring => DirtyTracking::Ring,
+            },
+            populated_bytes: self.populated,
+            dirty_queue: self.dirty_queue,
+            first_pass_stretch: self.first_pass_stretch,
         }
     }
 }

@@ -32,10 +32,12 @@ unsafe impl Send for GuestRam {}
 unsafe impl Sync for GuestRam {}
 
 impl GuestRam {
-    /// Maps `pages` zero-filled pages (anonymous, private, lazily backed).
+    /// Maps `pages` zero-filled pages (anonymous, private, lazily backed;
+    /// MAP_NORESERVE, so a 64 GiB guest that touches only part of it maps
+    /// on a 24 GiB machine, like an idle large guest's memory).
     pub fn new(pages: u64) -> std::io::Result<Self> {
         let len = pages as usize * PAGE_SIZE;
-        let mut map = MmapOptions::new().len(len).map_anon()?;
+        let mut map = MmapOptions::new().len(len).no_reserve_swap().map_anon()?;
         let base = map.as_mut_ptr();
         Ok(GuestRam { map, base, pages })
     }

@@ -40,6 +40,8 @@ pub struct Report {
     pub config: SimConfig,
     /// Reaper policy used (resolved from the stack when not given).
     pub reaper_policy: String,
+    /// Dirty tracking that ran: "bitmap" or "ring" (--dirty-tracking).
+    pub dirty_tracking: String,
     /// "completed", "cancelled" or "failed".
     pub status: String,
     /// Why it failed or was cancelled.
@@ -138,6 +140,7 @@ impl Report {
                 }
                 p => format!("{p:?}").to_lowercase(),
             },
+            dirty_tracking: cfg.dirty_tracking.name().to_string(),
             config: cfg.clone(),
             status,
             status_detail,
@@ -210,6 +213,14 @@ impl Report {
         let _ = writeln!(o, "normal: {} pages", s.normal_pages);
         let _ = writeln!(o, "normal bytes: {} kbytes", kb(s.normal_pages * PAGE_SIZE as u64));
         let _ = writeln!(o, "dirty sync count: {}", s.dirty_sync_count);
+        let _ = writeln!(o, "dirty tracking: {}  (finding dirty pages: {:.0} milliseconds)", self.dirty_tracking, s.find_dirty_ms);
+        if let Some(d) = &s.dirty_scheduler {
+            let _ = writeln!(
+                o,
+                "dirty scheduler: queue {} K {}, {} marks ({} duplicate, {} overflowed), {} sent ({} background, {} overflow)",
+                d.queue_capacity, d.background_interval, d.marks, d.duplicates, d.overflowed, d.handed_out, d.from_background, d.from_overflow
+            );
+        }
         let _ = writeln!(o, "page size: {} kbytes", PAGE_SIZE / 1024);
         let _ = writeln!(o, "dirty pages rate: {} pages", s.dirty_pages_rate);
         if let Some(cs) = &self.compression {

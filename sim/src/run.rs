@@ -41,10 +41,13 @@ pub fn run_with_compressor(
     let t_fill = Instant::now();
     let src = Arc::new(GuestRam::new(pages).map_err(|e| format!("mapping source RAM: {e}"))?);
     let dst = GuestRam::new(pages).map_err(|e| format!("mapping destination RAM: {e}"))?;
-    let fill = corpus.fill(&src, cfg.mix, cfg.seed);
+    let fill = corpus.fill_first(&src, cfg.populated_pages(), cfg.mix, cfg.seed);
     let fill_ms = t_fill.elapsed().as_secs_f64() * 1000.0;
 
-    let (log, vcpu_ends) = DirtyLog::new(pages, cfg.vcpus, cfg.dirty_ring_size)?;
+    let (mut log, vcpu_ends) = DirtyLog::new(pages, cfg.vcpus, cfg.dirty_ring_size)?;
+    // --dirty-tracking ring: the reaper marks into the scheduler, the
+    // migration thread takes from it.
+    let taker = crate::ring_tracking::attach(cfg, &mut log)?;
     let throttle: Arc<dyn GuestThrottle> = stacks::throttle(cfg)?;
     let reaper: Arc<dyn ReaperCtl> = stacks::reaper(cfg)?;
     let decomp: Box<dyn Decompressor> = stacks::decompressor(cfg)?;
@@ -66,7 +69,8 @@ pub fn run_with_compressor(
     // The working set starts at a seeded page so it is not always the
     // first pages of RAM.
     let ws_pages = cfg.working_set_pages();
-    let ws_start = crate::prng::SplitMix64::new(cfg.seed, 0x3753).below(pages - ws_pages + 1);
+    // Inside the populated part of RAM (--populated).
+    let ws_start = crate::prng::SplitMix64::new(cfg.seed, 0x3753).below(cfg.populated_pages() - ws_pages + 1);
     let workload = Workload { rate: cfg.dirty_rate, ws_start, ws_pages, seed: cfg.seed };
 
     let result = std::thread::scope(|scope| -> Result<Report, String> {
@@ -79,7 +83,7 @@ pub fn run_with_compressor(
         let link = Link::new(sock, cfg.bandwidth);
         let guest_start = Instant::now();
         let mut guest = Guest::start(shared.clone(), vcpu_ends, workload).map_err(|e| e.to_string())?;
-        let source = Source::new(cfg, &src, comp, link);
+        let source = Source::new(cfg, &src, comp, link).with_scheduler(taker);
         let (mut status, st, comp_stats) = source.run(&mut guest, &done_rx, progress);
         let guest_s = guest_start.elapsed().as_secs_f64();
         // Cancelled or failed: the guest would keep running on the source;

@@ -4,6 +4,10 @@
 //! guest.
 //!
 //! * Setup: start dirty logging and mark every page dirty.
+//! * `--dirty-tracking ring` (`ring_tracking`): no bitmap; pages come from
+//!   `vmig::dirty`'s scheduler (the first pass, then the pages the reaper
+//!   marked), and an iteration ends when as many pages went out as were
+//!   pending at the last sync.
 //! * Iterate: send dirty pages in address order. Every `BUFFER_DELAY`
 //!   (100 ms) the bandwidth of the last window gives the threshold
 //!   `bandwidth x downtime-limit`. When the pages still to send drop below
@@ -112,6 +116,20 @@ pub struct SourceStats {
     pub downtime_dest_ms: f64,
     /// Pages sent while the guest was stopped.
     pub downtime_pages: u64,
+    /// Time the migration thread spent finding dirty pages: syncing and
+    /// walking the bitmap (bitmap mode), or reaping on a sync and taking
+    /// pages from the scheduler (ring mode).
+    pub find_dirty_ms: f64,
+    /// Of `find_dirty_ms`, the part spent until the first pass over RAM
+    /// was done (bitmap: the first round; ring: the background cursor).
+    pub find_dirty_first_pass_ms: f64,
+    /// Dirty-log syncs done when the first pass ended.
+    pub first_pass_syncs: u64,
+    /// Time finding dirty pages in each iteration (from one sync to the
+    /// next; the last entry ends with the final sync in downtime).
+    pub find_dirty_per_iteration_ms: Vec<f64>,
+    /// Ring mode: the scheduler's counters.
+    pub dirty_scheduler: Option<crate::ring_tracking::SchedulerSummary>,
 }
 
 /// Emits records; kept apart from the compressor so its callbacks can borrow
@@ -202,6 +220,18 @@ pub struct Source<'a> {
     comp: Option<Box<dyn Compressor + 'a>>,
     em: Emitter<'a>,
     bmap: PageBitmap,
+    /// Ring mode (`--dirty-tracking ring`): the scheduler's taking half;
+    /// `bmap` is then unused.
+    taker: Option<vmig::dirty::DirtyTaker>,
+    /// Ring mode: new marks at the previous sync, for the throttle trigger.
+    marks_seen: u64,
+    /// Ring mode: pages handed out at which the current iteration ends.
+    iteration_end: u64,
+    find_dirty: Duration,
+    /// `find_dirty` when the first pass ended.
+    first_pass_find: Option<Duration>,
+    /// `find_dirty` at the previous sync.
+    find_at_sync: Duration,
     cursor: u64,
     threshold: u64,
     trigger: Trigger,
@@ -224,10 +254,39 @@ impl<'a> Source<'a> {
                 page_buf: Box::new([0; PAGE_SIZE]),
                 err: None,
             },
-            bmap: PageBitmap::new(pages),
+            bmap: PageBitmap::new(if cfg.dirty_tracking == crate::config::DirtyTracking::Ring { 0 } else { pages }),
+            taker: None,
+            marks_seen: 0,
+            iteration_end: 0,
+            find_dirty: Duration::ZERO,
+            first_pass_find: None,
+            find_at_sync: Duration::ZERO,
             cursor: 0,
             threshold: 0,
             trigger: Trigger::new(cfg.throttle_initial, cfg.throttle_increment, cfg.throttle_max, Instant::now()),
+        }
+    }
+
+    /// Ring mode: take pages from `taker` instead of a bitmap.
+    pub fn with_scheduler(mut self, taker: Option<vmig::dirty::DirtyTaker>) -> Self {
+        // The first iteration is the pages pending at start: all of RAM.
+        self.iteration_end = taker.as_ref().map_or(0, |t| t.pending());
+        self.taker = taker;
+        self
+    }
+
+    /// Ring mode: whether the pages pending at the last sync have gone out
+    /// (the ring mode's end of an iteration, where the bitmap design's
+    /// round ends; the auto-converge trigger runs on syncs).
+    fn ring_iteration_done(&self) -> bool {
+        self.taker.as_ref().is_some_and(|t| t.stats().handed_out >= self.iteration_end)
+    }
+
+    /// Pages still to send.
+    fn pending_pages(&self) -> u64 {
+        match &self.taker {
+            Some(t) => t.pending(),
+            None => self.bmap.count(),
         }
     }
 
@@ -249,10 +308,17 @@ impl<'a> Source<'a> {
                 _ => Status::Failed(e.to_string()),
             },
         };
+        let pending = self.pending_pages();
         let mut st = self.em.stats;
         st.total_ms = ms(t0.elapsed());
         st.transferred = self.em.link.transferred;
-        st.remaining = self.bmap.count() * PAGE_SIZE as u64;
+        st.remaining = pending * PAGE_SIZE as u64;
+        st.find_dirty_ms = ms(self.find_dirty);
+        st.find_dirty_first_pass_ms = ms(self.first_pass_find.unwrap_or(self.find_dirty));
+        st.dirty_scheduler = self
+            .taker
+            .as_ref()
+            .map(|t| crate::ring_tracking::SchedulerSummary::new(self.cfg.dirty_queue_capacity(), &t.stats()));
         st.rate_limited_ms = ms(self.em.link.throttled);
         let comp = self.comp.as_ref().map(|c| c.stats());
         (status, st, comp)
@@ -268,7 +334,10 @@ impl<'a> Source<'a> {
         let shared = guest.shared.clone();
         // Setup (QEMU ram_save_setup): dirty logging on, everything dirty.
         shared.log.start();
-        self.bmap.set_all();
+        if self.taker.is_none() {
+            // Ring mode: the scheduler starts with every page pending.
+            self.bmap.set_all();
+        }
         self.em.record(|b| wire::put_header(b, self.ram.pages()));
         self.em.link.flush()?;
         self.em.stats.setup_ms = ms(t0.elapsed());
@@ -287,7 +356,7 @@ impl<'a> Source<'a> {
                 let bw_per_ms = sent as f64 / ms(elapsed);
                 self.threshold = (bw_per_ms * self.cfg.downtime_ms as f64) as u64;
                 mbps = sent as f64 * 8.0 / elapsed.as_secs_f64() / 1e6;
-                let remaining = self.bmap.count() * PAGE_SIZE as u64;
+                let remaining = self.pending_pages() * PAGE_SIZE as u64;
                 self.em.stats.expected_downtime_ms = if bw_per_ms > 0.0 { remaining as f64 / bw_per_ms } else { 0.0 };
                 window_start = now;
                 window_bytes = self.em.link.transferred;
@@ -297,11 +366,13 @@ impl<'a> Source<'a> {
                     return Ok(Status::Cancelled);
                 }
             }
-            // QEMU ram_save_pending: sync when below the threshold.
-            let mut pending = self.bmap.count() * PAGE_SIZE as u64;
-            if pending < self.threshold || pending == 0 {
+            // QEMU ram_save_pending: sync when below the threshold. Ring
+            // mode has no rounds that empty a bitmap: an iteration ends when
+            // as many pages went out as were pending at the last sync.
+            let mut pending = self.pending_pages() * PAGE_SIZE as u64;
+            if pending < self.threshold || pending == 0 || self.ring_iteration_done() {
                 self.sync(guest, true);
-                pending = self.bmap.count() * PAGE_SIZE as u64;
+                pending = self.pending_pages() * PAGE_SIZE as u64;
             }
             if pending > 0 && pending >= self.threshold {
                 self.send_for(window_start + WINDOW)?;
@@ -317,10 +388,17 @@ impl<'a> Source<'a> {
         shared.throttle.set(0);
         let stopped = Instant::now();
         self.sync(guest, false);
-        self.em.stats.downtime_pages = self.bmap.count();
+        self.em.stats.downtime_pages = self.pending_pages();
         self.cursor = 0;
-        while let Some(p) = self.bmap.take_next(self.cursor) {
-            self.cursor = p + 1;
+        let t = Instant::now();
+        let mut rest = Vec::with_capacity(self.pending_pages() as usize);
+        // Every marker has stopped (vCPUs and reaper joined): the scheduler
+        // is exact now and `next` runs until it is empty.
+        while let Some(p) = self.take_one() {
+            rest.push(p);
+        }
+        self.find_dirty += t.elapsed();
+        for p in rest {
             self.send_page(p)?;
         }
         self.drain()?;
@@ -346,7 +424,7 @@ impl<'a> Source<'a> {
         Progress {
             elapsed_s: t0.elapsed().as_secs_f64(),
             phase,
-            remaining: self.bmap.count() * PAGE_SIZE as u64,
+            remaining: self.pending_pages() * PAGE_SIZE as u64,
             transferred: self.em.link.transferred,
             dirty_sync_count: self.em.stats.dirty_sync_count,
             throttle_pct,
@@ -360,7 +438,25 @@ impl<'a> Source<'a> {
     /// it keeps "throttle reached" the throttle the guest actually ran under.
     fn sync(&mut self, guest: &Guest, during_precopy: bool) {
         let shared = &guest.shared;
-        let new = shared.log.sync_into(&mut self.bmap);
+        let t = Instant::now();
+        let new = match &self.taker {
+            None => shared.log.sync_into(&mut self.bmap),
+            Some(taker) => {
+                // Ring mode: reap, so the scheduler holds every harvested
+                // page (QEMU's ram_state_pending_exact syncs too); pages
+                // newly queued since the last sync are the trigger's input.
+                shared.log.reap();
+                let s = taker.stats();
+                self.iteration_end = s.handed_out + taker.pending();
+                let queued = s.marks - s.duplicates;
+                std::mem::replace(&mut self.marks_seen, queued).abs_diff(queued)
+            }
+        };
+        self.find_dirty += t.elapsed();
+        // The iteration ends with this sync.
+        let it = self.find_dirty - self.find_at_sync;
+        self.em.stats.find_dirty_per_iteration_ms.push(ms(it));
+        self.find_at_sync = self.find_dirty;
         self.em.stats.dirty_sync_count += 1;
         if !during_precopy {
             return;
@@ -374,35 +470,72 @@ impl<'a> Source<'a> {
         }
     }
 
+    /// Takes the next page to send: the next set bit from the cursor
+    /// (bitmap mode), or the scheduler's next page (ring mode).
+    fn take_one(&mut self) -> Option<u64> {
+        if let Some(t) = self.taker.as_mut() {
+            return t.next();
+        }
+        let p = self.bmap.take_next(self.cursor)?;
+        self.cursor = p + 1;
+        Some(p)
+    }
+
     /// Sends dirty pages until `until`, or until what is left drops below
-    /// the threshold.
+    /// the threshold. Pages are found FIND_BATCH at a time, so that timing
+    /// the finding costs two clock reads per batch, not per page.
     fn send_for(&mut self, until: Instant) -> io::Result<()> {
-        let mut n = 0u32;
+        const FIND_BATCH: usize = 64;
+        let mut batch = [0u64; FIND_BATCH];
         loop {
-            match self.bmap.take_next(self.cursor) {
-                Some(p) => {
-                    self.cursor = p + 1;
-                    self.send_page(p)?;
-                }
-                None => {
-                    // End of a round over the bitmap.
-                    if self.comp.as_ref().is_some_and(|c| c.needs_round_flush()) {
-                        self.drain()?;
+            let t = Instant::now();
+            let mut n = 0;
+            while n < FIND_BATCH {
+                match self.take_one() {
+                    Some(p) => {
+                        batch[n] = p;
+                        n += 1;
                     }
-                    self.em.record(wire::put_eos);
-                    self.em.stats.rounds += 1;
-                    self.cursor = 0;
-                    if self.bmap.count() == 0 {
-                        return self.em.check();
-                    }
+                    None => break,
                 }
             }
-            n += 1;
-            if n % 64 == 0 {
-                self.em.check()?;
-                if Instant::now() >= until || self.bmap.count() * (PAGE_SIZE as u64) < self.threshold {
-                    return Ok(());
+            self.find_dirty += t.elapsed();
+            if self.first_pass_find.is_none() {
+                let done = match &self.taker {
+                    Some(t) => t.stats().background_remaining == 0,
+                    None => n < FIND_BATCH,
+                };
+                if done {
+                    self.first_pass_find = Some(self.find_dirty);
+                    self.em.stats.first_pass_syncs = self.em.stats.dirty_sync_count;
                 }
+            }
+            for &p in &batch[..n] {
+                self.send_page(p)?;
+            }
+            if n < FIND_BATCH {
+                if self.taker.is_some() {
+                    // Ring mode: nothing ready now; the caller decides
+                    // (sync, switch over, or come back).
+                    return self.em.check();
+                }
+                // End of a round over the bitmap.
+                if self.comp.as_ref().is_some_and(|c| c.needs_round_flush()) {
+                    self.drain()?;
+                }
+                self.em.record(wire::put_eos);
+                self.em.stats.rounds += 1;
+                self.cursor = 0;
+                if self.bmap.count() == 0 {
+                    return self.em.check();
+                }
+            }
+            self.em.check()?;
+            if Instant::now() >= until
+                || self.pending_pages() * (PAGE_SIZE as u64) < self.threshold
+                || self.ring_iteration_done()
+            {
+                return Ok(());
             }
         }
     }

@@ -21,6 +21,12 @@ fn invalid_arguments_exit_2_with_a_message() {
         (&["--dirty-ring-size", "1000"], "--dirty-ring-size"),
         (&["--compare", "--rounds", "0"], "--rounds"),
         (&["--no-such-option"], "--no-such-option"),
+        (&["--dirty-tracking", "sometimes"], "--dirty-tracking"),
+        (&["--dirty-tracking", "ring", "--stack", "legacy"], "--dirty-tracking"),
+        (&["--populated", "2G", "--mem", "1G"], "--populated"),
+        (&["--populated", "1M"], "--populated"),
+        (&["--dirty-queue", "3"], "--dirty-queue"),
+        (&["--first-pass-stretch", "0"], "--first-pass-stretch"),
     ];
     for (args, needle) in cases {
         let out = sim(args);
@@ -59,6 +65,10 @@ fn help_documents_every_knob() {
         "--compare",
         "--rounds",
         "--json",
+        "--dirty-tracking",
+        "--populated",
+        "--dirty-queue",
+        "--first-pass-stretch",
     ] {
         assert!(help.contains(knob), "--help lacks {knob}");
     }
@@ -87,4 +97,18 @@ fn corrupted_page_exits_1_and_names_it() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("first differing page 777"), "{text}");
+}
+
+#[test]
+fn ring_mode_reports_its_tracking_and_finding_time_in_json() {
+    let mut args = SHORT.to_vec();
+    args.extend(["--json", "--dirty-tracking", "ring"]);
+    let out = sim(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["verification"]["result"], "match");
+    assert_eq!(v["dirty_tracking"], "ring");
+    assert!(v["source"]["find_dirty_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["source"]["dirty_scheduler"]["from_background"], 16384);
 }

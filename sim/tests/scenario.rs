@@ -1,7 +1,7 @@
 //! Short whole migrations: they converge, the destination verifies, and a
 //! page corrupted on the wire is caught.
 
-use vmig_sim::config::{SimConfig, Stack};
+use vmig_sim::config::{DirtyTracking, SimConfig, Stack};
 use vmig_sim::content::Corpus;
 use vmig_sim::report::Verification;
 
@@ -102,4 +102,45 @@ fn a_run_that_cannot_finish_in_time_is_cancelled() {
     assert!(r.status_detail.as_deref().unwrap_or("").contains("did not converge"));
     assert_eq!(r.verification, Verification::NotRun);
     assert!(r.source.remaining > 0 && r.source.total_ms < 5_000.0, "{}", r.info_migrate());
+}
+
+#[test]
+fn ring_tracking_converges_and_verifies() {
+    let cfg = SimConfig { dirty_tracking: DirtyTracking::Ring, ..short(Stack::Vmig) };
+    let r = run(&cfg);
+    assert!(r.ok(), "{}", r.info_migrate());
+    assert_eq!(r.dirty_tracking, "ring");
+    let d = r.source.dirty_scheduler.as_ref().expect("ring mode reports the scheduler");
+    assert_eq!(d.from_background, 16384, "the first pass sends every page once");
+    assert!(d.marks > 0 && d.handed_out > d.from_background, "{}", r.info_migrate());
+    assert!(r.source.find_dirty_ms > 0.0);
+}
+
+#[test]
+fn ring_tracking_overflow_path_verifies() {
+    // A queue of 2 against harvests of up to 2 x 4096 entries: nearly every
+    // mark goes to the overflow set, and the destination must still match.
+    let cfg = SimConfig { dirty_tracking: DirtyTracking::Ring, dirty_queue: Some(2), ..short(Stack::Vmig) };
+    let r = run(&cfg);
+    assert!(r.ok(), "{}", r.info_migrate());
+    let d = r.source.dirty_scheduler.as_ref().unwrap();
+    assert!(d.overflowed > 0 && d.from_overflow > 0, "{}", r.info_migrate());
+}
+
+#[test]
+fn populated_part_of_a_larger_guest_verifies_in_both_modes() {
+    // 512 MiB guest, 32 MiB of content: the rest is never touched.
+    for t in [DirtyTracking::Bitmap, DirtyTracking::Ring] {
+        let cfg = SimConfig {
+            mem_bytes: 512 << 20,
+            populated_bytes: Some(32 << 20),
+            compress_threads: 0,
+            dirty_tracking: t,
+            ..short(Stack::Vmig)
+        };
+        let r = run(&cfg);
+        assert!(r.ok(), "{}", r.info_migrate());
+        assert!(r.content.zero >= (480 << 20) / 4096, "untouched pages count as zero");
+        assert!(r.source.zero_pages >= (480 << 20) / 4096);
+    }
 }

@@ -22,6 +22,7 @@ pub mod decomp;
 mod handle;
 pub mod last_error;
 pub mod postcopy;
+pub mod dirty;
 pub mod reaper;
 pub mod ring;
 mod ring_cursor;
