@@ -51,11 +51,14 @@ const SLEEPING: u32 = 1;
 /// How long a thread that ran out of work polls (yielding) before it
 /// sleeps: about one page at level 1, under the ~70 us futex wake round
 /// trip; measurements in docs/pool.md, "Spin budget".
+// Under loom `spin_for` polls once and uses neither constant.
+#[cfg_attr(vmig_loom, allow(dead_code))]
 pub const SPIN_BUDGET_NS: u64 = 50_000;
 
 /// Busy-wait rounds (`pause` instructions) before the spin loop starts
 /// yielding: ~1-2 us on current x86, enough to catch a result that is about
 /// to be published without a system call.
+#[cfg_attr(vmig_loom, allow(dead_code))]
 pub const SPIN_PAUSES: u32 = 64;
 
 /// A sleeper's flag and futex word; see the module documentation.
