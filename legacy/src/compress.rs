@@ -186,14 +186,16 @@ fn do_compress_ram_page(
     originbuf: &mut [u8],
     out: &mut Vec<u8>,
 ) -> CompressResult {
+    // QEMU runs buffer_is_zero() on the live page, then copies it. The guest
+    // may be writing that page, so a Rust reference to it would be a data
+    // race: copy it with volatile loads first, then test the copy (one copy
+    // more than QEMU pays for a zero page).
     // SAFETY: the caller of `submit` keeps `page_size` bytes readable.
-    let live = unsafe { std::slice::from_raw_parts(req.page, originbuf.len()) };
+    unsafe { vmig::guest_mem::copy_from_guest(req.page, originbuf) };
     out.clear();
-    // buffer_is_zero(p, TARGET_PAGE_SIZE) on the live page, as QEMU does.
-    if live.iter().all(|&b| b == 0) {
+    if originbuf.iter().all(|&b| b == 0) {
         return CompressResult::ZeroPage;
     }
-    originbuf.copy_from_slice(live);
     z.reset();
     if let Ok(Status::StreamEnd) = z.compress_vec(originbuf, out, FlushCompress::Finish) {
         return CompressResult::Compress;
