@@ -16,6 +16,9 @@ has_nightly_component() { rustup component list --toolchain nightly --installed 
 step "cargo test (unit, integration, header drift, stress, benches in quick mode)"
 cargo test --release --all-targets
 
+step "vmig::kvm against /dev/kvm (feature kvm; SKIPs loudly without it)"
+cargo test --release --features kvm --test kvm_harvest
+
 step "vmig-sim: unit tests and short whole-migration scenarios"
 cargo test --release -p vmig-sim
 

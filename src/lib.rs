@@ -7,6 +7,7 @@
 //! * [`pool`]: compression and decompression pools on that ring, wire
 //!   compatible with QEMU's compressed pages.
 //! * [`throttle`]: the accurate per-vCPU auto-converge throttle.
+//! * `kvm` (feature `kvm`): KVM dirty-ring harvesting for kvm-ioctls VMMs.
 //!
 //! The C ABI lives in `ffi` and follows one contract, documented there:
 //! `0` or a negative errno, NULL/out-of-range arguments rejected with
@@ -20,6 +21,9 @@
 /// cbindgen:ignore
 pub mod error;
 pub mod ffi;
+/// cbindgen:ignore
+#[cfg(all(feature = "kvm", target_os = "linux", target_arch = "x86_64"))]
+pub mod kvm;
 /// cbindgen:ignore
 pub mod pool;
 /// cbindgen:ignore
