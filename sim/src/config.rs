@@ -31,6 +31,16 @@ impl Stack {
     }
 }
 
+/// Which guest runs: a real KVM virtual machine or the simulated one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestKind {
+    /// A KVM VM running the project's guest program (sim/src/kvm/).
+    Kvm,
+    /// vCPU threads writing an anonymous mapping (sim/src/guest.rs).
+    Sim,
+}
+
 /// Reaper interval policy (names as `vmig::reaper`'s policies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -120,6 +130,16 @@ pub struct SimConfig {
     /// Test-only fault injection: corrupt this page on the wire every time
     /// it is sent, so the destination must notice.
     pub fault_corrupt_page: Option<u64>,
+    /// Which guest runs.
+    pub guest: GuestKind,
+    /// The KVM device the KVM guest opens.
+    pub kvm_device: String,
+    /// How long the destination KVM guest runs after the switch-over, ms.
+    pub dest_run_ms: u64,
+    /// Test-only fault injection (KVM guest): drop every harvested
+    /// dirty-ring entry of this page, so a page the guest dirtied is never
+    /// resent and verification must fail.
+    pub fault_unharvested_page: Option<u64>,
 }
 
 impl Default for SimConfig {
@@ -168,6 +188,14 @@ impl Default for SimConfig {
             max_time_s: 50.0,
             mix: ContentMix::default(),
             fault_corrupt_page: None,
+            // The library default is the simulated guest (runs anywhere);
+            // the CLI's `--guest auto` picks KVM where /dev/kvm works.
+            guest: GuestKind::Sim,
+            kvm_device: "/dev/kvm".into(),
+            // 1 s: long enough for the guest's self-check (a few ms) and
+            // thousands of records per vCPU at the default rate.
+            dest_run_ms: 1000,
+            fault_unharvested_page: None,
         }
     }
 }
@@ -233,6 +261,14 @@ impl SimConfig {
         let m = self.mix;
         if m.zero + m.code + m.text + m.random != 100 {
             return Err("--mix percentages must add up to 100".into());
+        }
+        if self.dest_run_ms > 600_000 {
+            return Err("--dest-run must be at most 600000 ms".into());
+        }
+        if let Some(p) = self.fault_unharvested_page {
+            if p >= self.nr_pages() {
+                return Err("--fault-unharvested-page must be a page of guest RAM".into());
+            }
         }
         if let Some(p) = self.fault_corrupt_page {
             if p >= self.nr_pages() {

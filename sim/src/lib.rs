@@ -20,12 +20,15 @@ pub mod dest;
 pub mod dirty;
 pub mod engines;
 pub mod guest;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod kvm;
 pub mod legacy_engines;
 pub mod link;
 pub mod memory;
 pub mod prng;
 pub mod report;
 pub mod run;
+pub mod running;
 pub mod source;
 pub mod stacks;
 pub mod vmig_engines;

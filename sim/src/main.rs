@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use vmig_sim::config::{ContentMix, ReaperPolicyKind, SimConfig, Stack};
+use vmig_sim::config::{ContentMix, GuestKind, ReaperPolicyKind, SimConfig, Stack};
 use vmig_sim::content::Corpus;
 use vmig_sim::report::{compare_table, rounds_table, Report};
 use vmig_sim::source::Progress;
@@ -74,6 +74,16 @@ enum StackArg {
     Vmig,
     /// QEMU 7.2's designs (legacy compression threads, fixed 1 s reaper, VM-wide throttle timer).
     Legacy,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum GuestArg {
+    /// A KVM virtual machine when the KVM device is usable, else the simulated guest.
+    Auto,
+    /// A real KVM virtual machine running vmig-sim's guest program (needs a usable KVM device).
+    Kvm,
+    /// vCPU threads writing an anonymous mapping (runs anywhere).
+    Sim,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -178,6 +188,18 @@ struct Cli {
     /// Test only: corrupt this page on the wire every time it is sent.
     #[arg(long, value_name = "PAGE", hide = true)]
     fault_corrupt_page: Option<u64>,
+    /// Which guest migrates; the report says which ran.
+    #[arg(long, value_enum, default_value = "auto")]
+    guest: GuestArg,
+    /// The KVM device the KVM guest opens.
+    #[arg(long, value_name = "PATH", default_value = "/dev/kvm")]
+    kvm_device: String,
+    /// KVM guest: how long the destination guest runs after the switch-over, ms.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    dest_run: u64,
+    /// Test only (KVM guest): never hand this page's dirty-ring entries to the migration.
+    #[arg(long, value_name = "PAGE", hide = true)]
+    fault_unharvested_page: Option<u64>,
 }
 
 impl Cli {
@@ -213,6 +235,10 @@ impl Cli {
             max_time_s: self.max_time,
             mix: self.mix,
             fault_corrupt_page: self.fault_corrupt_page,
+            guest: if self.guest == GuestArg::Sim { GuestKind::Sim } else { GuestKind::Kvm },
+            kvm_device: self.kvm_device.clone(),
+            dest_run_ms: self.dest_run,
+            fault_unharvested_page: self.fault_unharvested_page,
         }
     }
 }
@@ -278,8 +304,12 @@ fn run_one(cfg: &SimConfig, corpus: &Corpus, quiet: bool, label: &'static str) -
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = cli.config();
+    let mut cfg = cli.config();
     if let Err(e) = cfg.validate() {
+        eprintln!("error: {e}\n\nFor more information, try '--help'.");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = resolve_guest(&cli, &mut cfg) {
         eprintln!("error: {e}\n\nFor more information, try '--help'.");
         return ExitCode::from(2);
     }
@@ -339,6 +369,34 @@ fn main() -> ExitCode {
             eprintln!("vmig-sim: migration {}: {d}", r.status);
         }
         ExitCode::from(1)
+    }
+}
+
+/// `--guest`: checks that the KVM device works for `kvm` (and that the
+/// ring size fits the kernel's maximum); `auto` falls back to the simulated
+/// guest, saying why.
+fn resolve_guest(cli: &Cli, cfg: &mut SimConfig) -> Result<(), String> {
+    if cli.guest == GuestArg::Sim {
+        return Ok(());
+    }
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    let probe = vmig_sim::kvm::probe(&cli.kvm_device);
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    let probe: Result<u32, String> = Err("the KVM guest needs Linux on x86-64".into());
+    match probe {
+        Ok(max) if cfg.dirty_ring_size > max => Err(format!(
+            "--dirty-ring-size {} is above this kernel's maximum of {max} entries",
+            cfg.dirty_ring_size
+        )),
+        Ok(_) => Ok(()),
+        Err(e) if cli.guest == GuestArg::Kvm => Err(format!("--guest kvm: the KVM device is not usable: {e}")),
+        Err(e) => {
+            if !cli.quiet {
+                eprintln!("vmig-sim: KVM device not usable ({e}); migrating the simulated guest");
+            }
+            cfg.guest = GuestKind::Sim;
+            Ok(())
+        }
     }
 }
 

@@ -31,7 +31,7 @@ use crate::config::{SimConfig, PAGE_SIZE};
 use crate::converge::Trigger;
 use crate::dest::DestDone;
 use crate::engines::{CompOut, Compressor};
-use crate::guest::Guest;
+use crate::running::RunningGuest;
 use crate::link::{Link, WINDOW};
 use crate::memory::GuestRam;
 use crate::wire;
@@ -112,6 +112,10 @@ pub struct SourceStats {
     pub downtime_dest_ms: f64,
     /// Pages sent while the guest was stopped.
     pub downtime_pages: u64,
+    /// What the destination reported at the end (the migration thread
+    /// receives it to end the downtime).
+    #[serde(skip)]
+    pub dest: Option<crate::dest::DestStats>,
 }
 
 /// Emits records; kept apart from the compressor so its callbacks can borrow
@@ -235,7 +239,7 @@ impl<'a> Source<'a> {
     /// completion; `progress` is called about every 100 ms.
     pub fn run(
         mut self,
-        guest: &mut Guest,
+        guest: &mut dyn RunningGuest,
         done: &Receiver<DestDone>,
         progress: &mut dyn FnMut(&Progress),
     ) -> (Status, SourceStats, Option<crate::engines::CompStats>) {
@@ -261,13 +265,12 @@ impl<'a> Source<'a> {
     fn migrate(
         &mut self,
         t0: Instant,
-        guest: &mut Guest,
+        guest: &mut dyn RunningGuest,
         done: &Receiver<DestDone>,
         progress: &mut dyn FnMut(&Progress),
     ) -> io::Result<Status> {
-        let shared = guest.shared.clone();
         // Setup (QEMU ram_save_setup): dirty logging on, everything dirty.
-        shared.log.start();
+        guest.start_logging().map_err(io::Error::other)?;
         self.bmap.set_all();
         self.em.record(|b| wire::put_header(b, self.ram.pages()));
         self.em.link.flush()?;
@@ -291,16 +294,16 @@ impl<'a> Source<'a> {
                 self.em.stats.expected_downtime_ms = if bw_per_ms > 0.0 { remaining as f64 / bw_per_ms } else { 0.0 };
                 window_start = now;
                 window_bytes = self.em.link.transferred;
-                progress(&self.progress(t0, "active", shared.throttle.get(), mbps));
+                progress(&self.progress(t0, "active", guest.throttle().get(), mbps));
                 if now - t0 >= max_time {
-                    shared.throttle.set(0);
+                    guest.throttle().set(0);
                     return Ok(Status::Cancelled);
                 }
             }
             // QEMU ram_save_pending: sync when below the threshold.
             let mut pending = self.bmap.count() * PAGE_SIZE as u64;
             if pending < self.threshold || pending == 0 {
-                self.sync(guest, true);
+                self.sync(guest, true)?;
                 pending = self.bmap.count() * PAGE_SIZE as u64;
             }
             if pending > 0 && pending >= self.threshold {
@@ -311,12 +314,11 @@ impl<'a> Source<'a> {
         }
         // Completion (QEMU migration_completion).
         let down = Instant::now();
-        progress(&self.progress(t0, "device", shared.throttle.get(), mbps));
-        guest.stop_vcpus();
-        guest.stop_reaper();
-        shared.throttle.set(0);
+        progress(&self.progress(t0, "device", guest.throttle().get(), mbps));
+        guest.stop();
+        guest.throttle().set(0);
         let stopped = Instant::now();
-        self.sync(guest, false);
+        self.sync(guest, false)?;
         self.em.stats.downtime_pages = self.bmap.count();
         self.cursor = 0;
         while let Some(p) = self.bmap.take_next(self.cursor) {
@@ -324,14 +326,21 @@ impl<'a> Source<'a> {
             self.send_page(p)?;
         }
         self.drain()?;
+        // The vCPU state travels after the last page (QEMU: the device
+        // sections after RAM's last iteration).
+        let dev = guest.device_state().map_err(io::Error::other)?;
+        if !dev.is_empty() {
+            self.em.record(|b| wire::put_device(b, &dev));
+        }
         self.em.record(wire::put_eos);
         self.em.record(wire::put_end);
         self.em.check()?;
         self.em.link.flush()?;
         let sent = Instant::now();
         let dest = done.recv().map_err(|_| io::Error::other("destination thread died"))?;
-        if let Err(e) = dest {
-            return Err(io::Error::other(format!("destination: {e}")));
+        match dest {
+            Ok(d) => self.em.stats.dest = Some(d),
+            Err(e) => return Err(io::Error::other(format!("destination: {e}"))),
         }
         let end = Instant::now();
         self.em.stats.downtime_ms = ms(end - down);
@@ -358,20 +367,20 @@ impl<'a> Source<'a> {
     /// `during_precopy` false: the final sync with the vCPUs stopped. QEMU
     /// runs the trigger there too, but a raise can no longer matter; skipping
     /// it keeps "throttle reached" the throttle the guest actually ran under.
-    fn sync(&mut self, guest: &Guest, during_precopy: bool) {
-        let shared = &guest.shared;
-        let new = shared.log.sync_into(&mut self.bmap);
+    fn sync(&mut self, guest: &mut dyn RunningGuest, during_precopy: bool) -> io::Result<()> {
+        let new = guest.sync_into(&mut self.bmap).map_err(io::Error::other)?;
         self.em.stats.dirty_sync_count += 1;
         if !during_precopy {
-            return;
+            return Ok(());
         }
-        let t = &shared.throttle;
+        let t = guest.throttle();
         let raise = self.trigger.on_sync(Instant::now(), new, PAGE_SIZE as u64, self.em.link.transferred, t.get());
         self.em.stats.dirty_pages_rate = self.trigger.dirty_pages_rate;
         if let Some(pct) = raise.filter(|_| self.cfg.auto_converge) {
             t.set(pct);
             self.em.stats.throttle_max_pct = self.em.stats.throttle_max_pct.max(pct);
         }
+        Ok(())
     }
 
     /// Sends dirty pages until `until`, or until what is left drops below

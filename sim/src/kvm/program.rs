@@ -1,0 +1,281 @@
+//! The guest program every vCPU of the KVM guest runs, and the guest
+//! physical layout it relies on.
+//!
+//! 64-bit long mode, identity-mapped with 2 MiB pages, interrupts off, no
+//! stack, no I/O: the program never leaves guest mode on its own, so the
+//! only exits are the ones the VMM causes (a kick) or KVM needs (a full
+//! dirty ring). Each vCPU loops:
+//!
+//! 1. If `CONFIG.check_epoch` differs from its block's `check_done`, run
+//!    the self-check over its partition (below), store the number of bad
+//!    pages and the epoch.
+//! 2. Pacing: with `period` > 0, spin on `rdtsc` until the next deadline,
+//!    then advance it by `period`; a deadline more than `max_lag` in the
+//!    past (the vCPU was throttled, stalled or descheduled) is pulled up to
+//!    `now - max_lag`, so lost time is not made up in one burst
+//!    (the simulated guest's rule, sim/src/guest.rs).
+//! 3. Pick a page of its partition with xorshift64 (`r9`), `seq += 1`,
+//!    write the record `{seq, index, seq * K ^ gpa}` into 64-byte slot
+//!    `seq % 64` of that page, then `table[index] = seq`, then
+//!    `block.progress = seq`.
+//!
+//! Self-check: for each index with `table[index] = v != 0`, slot `v % 64`
+//! of the page must hold `{v, index, v * K ^ gpa}`. It runs at the loop
+//! head, where every earlier record and table store has completed, so a
+//! guest stopped anywhere (switch-over included) and resumed passes it
+//! unless a page's contents were lost: a page sent before its last write
+//! and never resent holds an older record in that slot.
+//!
+//! Registers the VMM sets (and migration carries): `rbx` = the vCPU's
+//! block, `r8` = seq, `r9` = PRNG state, `r10` = next deadline (TSC);
+//! `r11..r15` are reloaded from the block at entry only.
+
+use crate::config::PAGE_SIZE;
+use crate::memory::GuestRam;
+
+/// Global config page: `+0` check_epoch (the VMM bumps it to request a
+/// self-check).
+pub const CONFIG_GPA: u64 = 0x1000;
+/// Per-vCPU control blocks, 64 bytes (one cache line) each.
+pub const CTRL_GPA: u64 = 0x2000;
+/// Bytes per control block.
+pub const CTRL_BYTES: u64 = 64;
+/// Most vCPUs the layout has blocks for (one page of blocks).
+pub const MAX_VCPUS: u32 = (PAGE_SIZE as u64 / CTRL_BYTES) as u32;
+/// Guest code.
+pub const CODE_GPA: u64 = 0x8000;
+/// Page-table root (PML4), then the PDPT.
+pub const PML4_GPA: u64 = 0x9000;
+/// Page directory pointer table.
+pub const PDPT_GPA: u64 = 0xA000;
+/// Page directories, one per GiB of RAM.
+pub const PD_GPA: u64 = 0x10000;
+/// Most RAM the page tables map: 64 GiB (64 directories below `TABLES_GPA`).
+pub const MAX_MEM: u64 = 64 << 30;
+/// Start of the per-vCPU version tables.
+pub const TABLES_GPA: u64 = 0x100000;
+
+/// Control block offsets (bytes).
+pub mod block {
+    /// gpa of the partition's first page (set by the VMM).
+    pub const WS_BASE: u64 = 0;
+    /// Pages in the partition.
+    pub const WS_PAGES: u64 = 8;
+    /// gpa of the vCPU's version table (8 bytes per partition page).
+    pub const TABLE: u64 = 16;
+    /// TSC ticks between writes; 0 = as fast as possible.
+    pub const PERIOD: u64 = 24;
+    /// Most lag the pacing makes up, TSC ticks.
+    pub const MAX_LAG: u64 = 32;
+    /// Records written so far (the guest's work units).
+    pub const PROGRESS: u64 = 40;
+    /// Epoch of the last completed self-check.
+    pub const CHECK_DONE: u64 = 48;
+    /// Bad pages the last self-check found.
+    pub const CHECK_BAD: u64 = 56;
+}
+
+/// The program (GNU as, `.intel_syntax noprefix`, `.code64`; the listing is
+/// `objdump -d -Mintel` of it). Loaded at [`CODE_GPA`], entered at offset 0.
+#[rustfmt::skip]
+pub const CODE: &[u8] = &[
+    // entry:
+    0x4c, 0x8b, 0x1b,                            //   0: mov r11,[rbx]
+    0x4c, 0x8b, 0x63, 0x08,                      //   3: mov r12,[rbx+0x8]
+    0x4c, 0x8b, 0x6b, 0x10,                      //   7: mov r13,[rbx+0x10]
+    0x4c, 0x8b, 0x73, 0x18,                      //   b: mov r14,[rbx+0x18]
+    0x4c, 0x8b, 0x7b, 0x20,                      //   f: mov r15,[rbx+0x20]
+    // head:
+    0x48, 0x8b, 0x04, 0x25, 0x00, 0x10, 0x00,    //  13: mov rax,ds:0x1000
+    0x00,
+    0x48, 0x3b, 0x43, 0x30,                      //  1b: cmp rax,[rbx+0x30]
+    0x0f, 0x85, 0x8f, 0x00, 0x00, 0x00,          //  1f: jne b4 <check>
+    0x4d, 0x85, 0xf6,                            //  25: test r14,r14
+    0x74, 0x25,                                  //  28: je 4f <write>
+    // wait:
+    0x0f, 0x31,                                  //  2a: rdtsc
+    0x48, 0xc1, 0xe2, 0x20,                      //  2c: shl rdx,0x20
+    0x48, 0x09, 0xd0,                            //  30: or rax,rdx
+    0x48, 0x89, 0xc1,                            //  33: mov rcx,rax
+    0x4c, 0x29, 0xd0,                            //  36: sub rax,r10
+    0x78, 0x10,                                  //  39: js 4b <spin>
+    0x4c, 0x39, 0xf8,                            //  3b: cmp rax,r15
+    0x76, 0x06,                                  //  3e: jbe 46 <due>
+    0x49, 0x89, 0xca,                            //  40: mov r10,rcx
+    0x4d, 0x29, 0xfa,                            //  43: sub r10,r15
+    // due:
+    0x4d, 0x01, 0xf2,                            //  46: add r10,r14
+    0xeb, 0x04,                                  //  49: jmp 4f <write>
+    // spin:
+    0xf3, 0x90,                                  //  4b: pause
+    0xeb, 0xdb,                                  //  4d: jmp 2a <wait>
+    // write:
+    0x4c, 0x89, 0xc8,                            //  4f: mov rax,r9
+    0x48, 0xc1, 0xe0, 0x0d,                      //  52: shl rax,0xd
+    0x49, 0x31, 0xc1,                            //  56: xor r9,rax
+    0x4c, 0x89, 0xc8,                            //  59: mov rax,r9
+    0x48, 0xc1, 0xe8, 0x07,                      //  5c: shr rax,0x7
+    0x49, 0x31, 0xc1,                            //  60: xor r9,rax
+    0x4c, 0x89, 0xc8,                            //  63: mov rax,r9
+    0x48, 0xc1, 0xe0, 0x11,                      //  66: shl rax,0x11
+    0x49, 0x31, 0xc1,                            //  6a: xor r9,rax
+    0x4c, 0x89, 0xc8,                            //  6d: mov rax,r9
+    0x31, 0xd2,                                  //  70: xor edx,edx
+    0x49, 0xf7, 0xf4,                            //  72: div r12
+    0x49, 0xff, 0xc0,                            //  75: inc r8
+    0x48, 0x89, 0xd7,                            //  78: mov rdi,rdx
+    0x48, 0xc1, 0xe7, 0x0c,                      //  7b: shl rdi,0xc
+    0x4c, 0x01, 0xdf,                            //  7f: add rdi,r11
+    0x4c, 0x89, 0xc6,                            //  82: mov rsi,r8
+    0x83, 0xe6, 0x3f,                            //  85: and esi,0x3f
+    0xc1, 0xe6, 0x06,                            //  88: shl esi,0x6
+    0x48, 0x01, 0xfe,                            //  8b: add rsi,rdi
+    0x4c, 0x89, 0x06,                            //  8e: mov [rsi],r8
+    0x48, 0x89, 0x56, 0x08,                      //  91: mov [rsi+0x8],rdx
+    0x4c, 0x89, 0xc0,                            //  95: mov rax,r8
+    0x48, 0x69, 0xc0, 0x91, 0xf4, 0x45, 0x25,    //  98: imul rax,rax,0x2545f491
+    0x48, 0x31, 0xf8,                            //  9f: xor rax,rdi
+    0x48, 0x89, 0x46, 0x10,                      //  a2: mov [rsi+0x10],rax
+    0x4d, 0x89, 0x44, 0xd5, 0x00,                //  a6: mov [r13+rdx*8+0x0],r8
+    0x4c, 0x89, 0x43, 0x28,                      //  ab: mov [rbx+0x28],r8
+    0xe9, 0x5f, 0xff, 0xff, 0xff,                //  af: jmp 13 <head>
+    // check:
+    0x48, 0x89, 0xc5,                            //  b4: mov rbp,rax
+    0x31, 0xc9,                                  //  b7: xor ecx,ecx
+    0x31, 0xf6,                                  //  b9: xor esi,esi
+    // next:
+    0x4c, 0x39, 0xe1,                            //  bb: cmp rcx,r12
+    0x73, 0x43,                                  //  be: jae 103 <done>
+    0x49, 0x8b, 0x44, 0xcd, 0x00,                //  c0: mov rax,[r13+rcx*8+0x0]
+    0x48, 0x85, 0xc0,                            //  c5: test rax,rax
+    0x74, 0x34,                                  //  c8: je fe <skip>
+    0x48, 0x89, 0xcf,                            //  ca: mov rdi,rcx
+    0x48, 0xc1, 0xe7, 0x0c,                      //  cd: shl rdi,0xc
+    0x4c, 0x01, 0xdf,                            //  d1: add rdi,r11
+    0x48, 0x89, 0xc2,                            //  d4: mov rdx,rax
+    0x83, 0xe2, 0x3f,                            //  d7: and edx,0x3f
+    0xc1, 0xe2, 0x06,                            //  da: shl edx,0x6
+    0x48, 0x01, 0xfa,                            //  dd: add rdx,rdi
+    0x48, 0x39, 0x02,                            //  e0: cmp [rdx],rax
+    0x75, 0x16,                                  //  e3: jne fb <bad>
+    0x48, 0x39, 0x4a, 0x08,                      //  e5: cmp [rdx+0x8],rcx
+    0x75, 0x10,                                  //  e9: jne fb <bad>
+    0x48, 0x69, 0xc0, 0x91, 0xf4, 0x45, 0x25,    //  eb: imul rax,rax,0x2545f491
+    0x48, 0x31, 0xf8,                            //  f2: xor rax,rdi
+    0x48, 0x39, 0x42, 0x10,                      //  f5: cmp [rdx+0x10],rax
+    0x74, 0x03,                                  //  f9: je fe <skip>
+    // bad:
+    0x48, 0xff, 0xc6,                            //  fb: inc rsi
+    // skip:
+    0x48, 0xff, 0xc1,                            //  fe: inc rcx
+    0xeb, 0xb8,                                  // 101: jmp bb <next>
+    // done:
+    0x48, 0x89, 0x73, 0x38,                      // 103: mov [rbx+0x38],rsi
+    0x48, 0x89, 0x6b, 0x30,                      // 107: mov [rbx+0x30],rbp
+    0xe9, 0x03, 0xff, 0xff, 0xff,                // 10b: jmp 13 <head>
+];
+
+/// Where everything of one KVM guest lives.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Guest pages.
+    pub pages: u64,
+    /// First page of the working set.
+    pub ws_start: u64,
+    /// Pages per vCPU partition of the working set.
+    pub part_pages: u64,
+    /// Pages below the working set's lowest possible start.
+    pub reserved_pages: u64,
+}
+
+impl Layout {
+    /// The layout for `vcpus` vCPUs over `pages` pages with a working set
+    /// of `ws_pages` starting at a seeded page at or above the reserved area.
+    pub fn new(vcpus: u32, pages: u64, ws_pages: u64, seed: u64) -> Result<Layout, String> {
+        if vcpus == 0 || vcpus > MAX_VCPUS {
+            return Err(format!("--vcpus must be in 1..={MAX_VCPUS} for the KVM guest"));
+        }
+        if pages * PAGE_SIZE as u64 > MAX_MEM {
+            return Err(format!("--mem must be at most {} GiB for the KVM guest", MAX_MEM >> 30));
+        }
+        let part_pages = ws_pages / u64::from(vcpus);
+        if part_pages == 0 {
+            return Err("--working-set must have at least one page per vCPU".into());
+        }
+        let table_pages = (part_pages * 8).div_ceil(PAGE_SIZE as u64);
+        let reserved_pages = TABLES_GPA / PAGE_SIZE as u64 + table_pages * u64::from(vcpus);
+        let ws = part_pages * u64::from(vcpus);
+        if reserved_pages + ws > pages {
+            return Err(format!(
+                "--working-set too large for the KVM guest: {} MiB of --mem are taken by its code and tables",
+                (reserved_pages * PAGE_SIZE as u64) >> 20
+            ));
+        }
+        let ws_start = reserved_pages + crate::prng::SplitMix64::new(seed, 0x3753).below(pages - reserved_pages - ws + 1);
+        Ok(Layout { vcpus, pages, ws_start, part_pages, reserved_pages })
+    }
+
+    /// gpa of vCPU `i`'s control block.
+    pub fn block_gpa(&self, i: u32) -> u64 {
+        CTRL_GPA + u64::from(i) * CTRL_BYTES
+    }
+
+    /// gpa of vCPU `i`'s version table.
+    pub fn table_gpa(&self, i: u32) -> u64 {
+        TABLES_GPA + u64::from(i) * (self.part_pages * 8).div_ceil(PAGE_SIZE as u64) * PAGE_SIZE as u64
+    }
+
+    /// gpa of vCPU `i`'s first working-set page.
+    pub fn part_gpa(&self, i: u32) -> u64 {
+        (self.ws_start + u64::from(i) * self.part_pages) * PAGE_SIZE as u64
+    }
+
+    /// Writes page tables, code, config and control blocks, and zeroes the
+    /// version tables. Call before any vCPU runs.
+    pub fn install(&self, ram: &GuestRam, period_tsc: u64, max_lag_tsc: u64) {
+        for p in 0..self.reserved_pages {
+            ram.fill_page(p, 0);
+        }
+        put(ram, PML4_GPA, PDPT_GPA | 3);
+        let gib = (self.pages * PAGE_SIZE as u64).div_ceil(1 << 30);
+        for g in 0..gib {
+            let pd = PD_GPA + g * PAGE_SIZE as u64;
+            put(ram, PDPT_GPA + g * 8, pd | 3);
+            for e in 0..512u64 {
+                // Present | writable | 2 MiB page.
+                put(ram, pd + e * 8, ((g << 30) | (e << 21)) | 0x83);
+            }
+        }
+        for (i, b) in CODE.iter().enumerate() {
+            let p = ram.page_ptr(CODE_GPA / PAGE_SIZE as u64);
+            // SAFETY: CODE is shorter than a page; no vCPU runs yet.
+            unsafe { p.add(i).write_volatile(*b) };
+        }
+        for i in 0..self.vcpus {
+            let b = self.block_gpa(i);
+            put(ram, b + block::WS_BASE, self.part_gpa(i));
+            put(ram, b + block::WS_PAGES, self.part_pages);
+            put(ram, b + block::TABLE, self.table_gpa(i));
+            put(ram, b + block::PERIOD, period_tsc);
+            put(ram, b + block::MAX_LAG, max_lag_tsc);
+        }
+    }
+}
+
+/// Writes `v` at guest physical `gpa` (8-aligned).
+pub fn put(ram: &GuestRam, gpa: u64, v: u64) {
+    let p = ram.page_ptr(gpa / PAGE_SIZE as u64);
+    // SAFETY: inside the page (gpa % PAGE_SIZE <= PAGE_SIZE - 8, 8-aligned);
+    // volatile: vCPUs may access guest memory concurrently.
+    unsafe { p.add((gpa % PAGE_SIZE as u64) as usize).cast::<u64>().write_volatile(v) };
+}
+
+/// Reads the u64 at guest physical `gpa` (8-aligned); a running vCPU may be
+/// writing it (aligned 8-byte accesses are atomic on x86).
+pub fn get(ram: &GuestRam, gpa: u64) -> u64 {
+    let p = ram.page_ptr(gpa / PAGE_SIZE as u64);
+    // SAFETY: as in `put`.
+    unsafe { p.add((gpa % PAGE_SIZE as u64) as usize).cast::<u64>().read_volatile() }
+}
