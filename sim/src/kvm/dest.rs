@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::program::{block, get, put, Layout, CONFIG_GPA};
-use super::vcpu::{install_kick_handler, vcpu_loop, VcpuCtl, VcpuEnv};
+use super::vcpu::{install_kick_handler, vcpu_loop, ParkEnv, VcpuCtl, VcpuEnv};
 use super::vm::{VcpuState, Vm};
 use crate::memory::GuestRam;
 use crate::vmig_engines::VmigThrottle;
@@ -24,7 +24,14 @@ pub struct DestOutcome {
 
 /// Resumes the guest on `vm` (whose slot is `ram`) from `states`, asks for a
 /// self-check, runs it for `run`, then stops it and reads the results.
-pub fn resume(vm: &Vm, ram: &GuestRam, layout: &Layout, states: &[VcpuState], run: Duration) -> Result<DestOutcome, String> {
+pub fn resume(
+    vm: &Vm,
+    ram: &Arc<GuestRam>,
+    layout: &Layout,
+    states: &[VcpuState],
+    run: Duration,
+    tsc_khz: u64,
+) -> Result<DestOutcome, String> {
     if states.len() != layout.vcpus as usize {
         return Err(format!("stream carried {} vCPU states, the guest has {}", states.len(), layout.vcpus));
     }
@@ -45,7 +52,11 @@ pub fn resume(vm: &Vm, ram: &GuestRam, layout: &Layout, states: &[VcpuState], ru
         .into_iter()
         .enumerate()
         .map(|(i, v)| {
-            let env = VcpuEnv { id: i as u32, ctl: ctls[i].clone(), throttle: throttle.clone(), rings: None };
+            let env = VcpuEnv { id: i as u32, ctl: ctls[i].clone(), throttle: throttle.clone(),
+                rings: None,
+                cpu: None,
+                park: Some(ParkEnv { ram: ram.clone(), wake_gpa: layout.block_gpa(i as u32) + block::WAKE, tsc_khz }),
+            };
             std::thread::Builder::new().name(format!("dest-vcpu/{i}")).spawn(move || vcpu_loop(v, env))
         })
         .collect::<Result<_, _>>()

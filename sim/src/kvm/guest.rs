@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use vmig::kvm::{DirtyGfn, DirtyRings};
 
 use super::program::{block, get, Layout};
-use super::vcpu::{install_kick_handler, kicker_loop, vcpu_loop, VcpuCtl, VcpuEnv};
+use super::vcpu::{install_kick_handler, kicker_loop, vcpu_loop, ParkEnv, VcpuCtl, VcpuEnv};
 use super::vm::{boot_vcpu, VcpuState, Vm};
 use crate::bitmap::{AtomicBitmap, PageBitmap};
 use crate::dirty::Reaped;
@@ -99,14 +99,24 @@ pub struct KvmGuest {
     stopped_at: Option<Instant>,
 }
 
-/// Converts a write rate to the guest's TSC period and the lag cap.
-pub fn pacing(tsc_khz: u64, rate: u64) -> (u64, u64) {
+/// The guest's pacing for `rate` records per second, in TSC ticks.
+#[derive(Clone, Copy, Debug)]
+pub struct Pacing {
+    /// Ticks between records (0: as fast as possible).
+    pub period: u64,
+    /// Most lag made up: 20 ms, the simulated guest's catch-up limit
+    /// (sim/src/guest.rs).
+    pub max_lag: u64,
+    /// Burst window: 10 ms, so a paced vCPU parks at most 100 times a
+    /// second (each park is one I/O exit of tens of us: well under 1%).
+    pub window: u64,
+}
+
+/// Converts a write rate (records/s per vCPU; `u64::MAX` = unpaced).
+pub fn pacing(tsc_khz: u64, rate: u64) -> Pacing {
     let hz = tsc_khz * 1000;
-    // Rate 0 would never write; the CLI keeps it >= 1 in practice, and
-    // u64::MAX (as fast as possible) maps to period 0.
     let period = if rate == u64::MAX { 0 } else { hz / rate.max(1) };
-    // 20 ms: the simulated guest's catch-up limit (sim/src/guest.rs).
-    (period, hz / 50)
+    Pacing { period, max_lag: hz / 50, window: hz / 100 }
 }
 
 impl KvmGuest {
@@ -120,6 +130,8 @@ impl KvmGuest {
         reaper: Arc<dyn ReaperCtl>,
         seed: u64,
         drop_page: Option<u64>,
+        pin: bool,
+        tsc_khz: u64,
     ) -> Result<KvmGuest, String> {
         install_kick_handler();
         let rings = vm.rings.clone().ok_or("source VM without dirty rings")?;
@@ -165,6 +177,8 @@ impl KvmGuest {
                 ctl: ctl.clone(),
                 throttle: g.throttle.clone(),
                 rings: Some((rings.clone(), reaper.clone())),
+                cpu: pin.then_some(i as u32),
+                park: Some(ParkEnv { ram: g.ram.clone(), wake_gpa: g.layout.block_gpa(i as u32) + block::WAKE, tsc_khz }),
             };
             g.ctls.push(ctl);
             g.running.push(
@@ -212,11 +226,12 @@ impl KvmGuest {
         }
     }
 
-    /// Kick exits and all exits per second of guest run time.
+    /// Kick exits and all exits per vCPU per second of guest run time.
     pub fn exits(&self) -> (u64, f64) {
         // Relaxed: statistics.
         let kicks: u64 = self.ctls.iter().map(|c| c.kick_exits.load(Ordering::Relaxed)).sum();
-        let full: u64 = self.ctls.iter().map(|c| c.full_exits.load(Ordering::Relaxed)).sum();
+        let full: u64 = self.ctls.iter().map(|c| c.full_exits.load(Ordering::Relaxed)).sum::<u64>()
+            + self.ctls.iter().map(|c| c.park_exits.load(Ordering::Relaxed)).sum::<u64>();
         let secs = self.stopped_at.unwrap_or_else(Instant::now).duration_since(self.started).as_secs_f64();
         (kicks, (kicks + full) as f64 / secs.max(1e-9) / f64::from(self.layout.vcpus))
     }

@@ -13,9 +13,11 @@
 //!   vmig (or legacy FIXED) controller drives.
 //! * [`dest`]: the destination VM resuming after the switch-over.
 //! * [`run`]: one whole migration.
+//! * [`bench`]: the guest without a migration, for `vmig-kvm-bench`.
 //!
 //! docs/kvm.md has the design and the measurements.
 
+pub mod bench;
 pub mod dest;
 pub mod guest;
 pub mod program;

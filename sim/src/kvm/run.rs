@@ -27,14 +27,15 @@ pub fn run(cfg: &SimConfig, corpus: &Corpus, progress: &mut dyn FnMut(&Progress)
     let layout = Layout::new(cfg.vcpus, pages, cfg.working_set_pages(), cfg.seed)?;
     let t_fill = Instant::now();
     let src = Arc::new(GuestRam::new(pages).map_err(|e| format!("mapping source RAM: {e}"))?);
-    let dst = GuestRam::new(pages).map_err(|e| format!("mapping destination RAM: {e}"))?;
+    let dst = Arc::new(GuestRam::new(pages).map_err(|e| format!("mapping destination RAM: {e}"))?);
     let fill = corpus.fill(&src, cfg.mix, cfg.seed);
     let fill_ms = t_fill.elapsed().as_secs_f64() * 1000.0;
 
     let src_vm = Vm::new(&cfg.kvm_device, &src, Some(cfg.dirty_ring_size))?;
     let dst_vm = Vm::new(&cfg.kvm_device, &dst, None)?;
-    let (period, max_lag) = pacing(super::vm::tsc_khz(&cfg.kvm_device)?, cfg.dirty_rate);
-    layout.install(&src, period, max_lag);
+    let tsc_khz = super::vm::tsc_khz(&cfg.kvm_device)?;
+    let p = pacing(tsc_khz, cfg.dirty_rate);
+    layout.install(&src, p.period, p.max_lag, p.window);
 
     let throttle: Arc<dyn GuestThrottle> = stacks::throttle(cfg)?;
     let reaper: Arc<dyn ReaperCtl> = stacks::reaper(cfg)?;
@@ -45,14 +46,14 @@ pub fn run(cfg: &SimConfig, corpus: &Corpus, progress: &mut dyn FnMut(&Progress)
     let (done_tx, done_rx) = mpsc::channel();
 
     std::thread::scope(|scope| -> Result<Report, String> {
-        let dst_ref = &dst;
+        let dst_ref: &GuestRam = &dst;
         let dest = std::thread::Builder::new()
             .name("destination".into())
             .spawn_scoped(scope, move || crate::dest::serve(listener, dst_ref, decomp, done_tx))
             .map_err(|e| e.to_string())?;
         let sock = TcpStream::connect(addr).map_err(|e| format!("connect to destination: {e}"))?;
         let link = Link::new(sock, cfg.bandwidth);
-        let mut guest = KvmGuest::start(src_vm, src.clone(), layout.clone(), throttle, reaper, cfg.seed, cfg.fault_unharvested_page)?;
+        let mut guest = KvmGuest::start(src_vm, src.clone(), layout.clone(), throttle, reaper, cfg.seed, cfg.fault_unharvested_page, false, tsc_khz)?;
         let source = Source::new(cfg, &src, comp, link);
         let (mut status, st, comp_stats) = source.run(&mut guest, &done_rx, progress);
         guest.stop();
@@ -84,7 +85,7 @@ pub fn run(cfg: &SimConfig, corpus: &Corpus, progress: &mut dyn FnMut(&Progress)
                 .as_ref()
                 .map(|d| VcpuState::parse_all(&d.device_state))
                 .unwrap_or_else(|| Err("no destination stats".into()))?;
-            let out = resume(&dst_vm, dst_ref, &layout, &states, Duration::from_millis(cfg.dest_run_ms))?;
+            let out = resume(&dst_vm, &dst, &layout, &states, Duration::from_millis(cfg.dest_run_ms), tsc_khz)?;
             g.dest_run_ms = out.run_ms;
             g.dest_progress = out.progress;
             match out.self_check {
