@@ -70,7 +70,8 @@ fn map_guest(vm: &VmFd) -> Mem {
         memory_size: MEM as u64,
         userspace_addr: p as u64,
     };
-    // SAFETY: the mapping outlives the VM in every test (Mem drops after).
+    // SAFETY: the mapping stays valid while the VM can touch it: the test
+    // drops the vCPU and the VM before the mapping.
     unsafe { vm.set_user_memory_region(region) }.expect("KVM_SET_USER_MEMORY_REGION");
     Mem(p.cast())
 }

@@ -1,9 +1,12 @@
 //! Measurements on the real KVM guest (docs/kvm.md):
 //!
 //! ```text
-//! vmig-kvm-bench reaper   [--secs S]             ring-full exits, stall, wake-ups per policy and profile
+//! vmig-kvm-bench reaper   [--secs S] [--high R] [--burst R] [--burst-low R]
+//!                                                ring-full exits, stall, wake-ups per policy and profile
 //! vmig-kvm-bench throttle [--vcpus N] [--secs S] guest progress against the unthrottled baseline
-//! vmig-kvm-bench repeat   [--runs N] [--mem M]   consecutive verified migrations: pages lost
+//! vmig-kvm-bench repeat   [--runs N] [--mem MiB] [--compress-threads N]
+//!                                                consecutive verified migrations: pages lost
+//! vmig-kvm-bench speed    [--vcpus N] [--pages P] the guest's unpaced record rate
 //! ```
 //! Every number is relative to a baseline measured in the same run; the
 //! host's load average is printed with each table.
@@ -24,18 +27,25 @@ fn load() -> String {
 
 const DEVICE: &str = "/dev/kvm";
 const RING: u32 = 4096;
-/// Profiles, pages per second per vCPU (the simulated reaper bench's
+/// Profiles, records per second per vCPU (the simulated reaper bench's
 /// shapes, scaled to the issue's "high = what a 4096-entry ring absorbs
-/// in one second").
+/// in one second"); `--high`, `--burst` and `--burst-low` change them.
 const IDLE: f64 = 20.0;
 const LOW: f64 = 1_000.0;
 const HIGH: f64 = 4_000.0;
-/// Bursty: 200 ms at BURST (a whole ring's worth per burst), 800 ms idle.
+/// Bursty: 200 ms at BURST (a whole ring's worth per burst), then 800 ms at
+/// BURST_LOW. Not IDLE: a rate change reaches a parked vCPU only at its next
+/// deadline, and 200/s keeps that under 5 ms.
 const BURST: f64 = 20_000.0;
+const BURST_LOW: f64 = 200.0;
 
 fn reaper(args: &[String]) -> Result<(), String> {
     let secs = arg(args, "--secs", 10.0);
-    println!("reaper on the KVM guest: 2 vCPUs, {RING}-entry rings, {secs} s per run, load {}", load());
+    let (high, burst, burst_low) = (arg(args, "--high", HIGH), arg(args, "--burst", BURST), arg(args, "--burst-low", BURST_LOW));
+    println!(
+        "reaper on the KVM guest: 2 vCPUs, {RING}-entry rings, {secs} s per run; rates per vCPU: idle {IDLE}, low {LOW}, high {high}, bursty 200 ms at {burst} then 800 ms at {burst_low}; load {}",
+        load()
+    );
     println!("{:<8} {:<11} {:>9} {:>11} {:>9} {:>10} {:>10}", "profile", "policy", "ring-full", "stall ms", "wake-ups", "writes/s", "peak fill");
     let policies = [
         ("FIXED", ReaperPolicyKind::Fixed),
@@ -44,7 +54,7 @@ fn reaper(args: &[String]) -> Result<(), String> {
         ("PREDICTIVE", ReaperPolicyKind::Predictive),
         ("default", ReaperPolicyKind::Default),
     ];
-    for (profile, rate) in [("idle", IDLE), ("low", LOW), ("high", HIGH), ("bursty", f64::NAN)] {
+    for (profile, rate) in [("idle", IDLE), ("low", LOW), ("high", high), ("bursty", f64::NAN)] {
         for (name, p) in policies {
             let cfg = SimConfig { vcpus: 2, dirty_ring_size: RING, reaper: Some(p), ..Default::default() };
             let rig = Rig::start(RigConfig {
@@ -62,7 +72,11 @@ fn reaper(args: &[String]) -> Result<(), String> {
             let mut on = None;
             while t0.elapsed().as_secs_f64() < secs {
                 let r = if rate.is_nan() {
-                    if t0.elapsed().as_secs_f64() % 1.0 < 0.2 { BURST } else { IDLE }
+                    if t0.elapsed().as_secs_f64() % 1.0 < 0.2 {
+                        burst
+                    } else {
+                        burst_low
+                    }
                 } else {
                     rate
                 };
@@ -116,19 +130,29 @@ fn throttle(args: &[String]) -> Result<(), String> {
         })?;
         rig.set_rate(f64::INFINITY);
         std::thread::sleep(Duration::from_millis(500));
-        let base0 = measure(&rig, secs);
+        // The host's CPU for this guest drifts by tens of percent within a
+        // minute on the loaded machine, so every target gets its own
+        // baselines: unthrottled just before and just after it.
         let mut got = Vec::new();
+        let (mut b_first, mut b_last) = (0.0, 0.0);
         for &t in &targets {
+            rig.throttle().set(0);
+            std::thread::sleep(Duration::from_millis(200));
+            let before = measure(&rig, 1.0);
             rig.throttle().set(t);
-            std::thread::sleep(Duration::from_millis(500));
-            got.push(measure(&rig, secs));
+            std::thread::sleep(Duration::from_millis(300));
+            let during = measure(&rig, secs);
+            rig.throttle().set(0);
+            std::thread::sleep(Duration::from_millis(200));
+            let after = measure(&rig, 1.0);
+            if b_first == 0.0 {
+                b_first = before;
+            }
+            b_last = after;
+            got.push(100.0 * (1.0 - during / ((before + after) / 2.0)));
         }
-        rig.throttle().set(0);
-        std::thread::sleep(Duration::from_millis(500));
-        let base1 = measure(&rig, secs);
         let o = rig.stop()?;
-        let base = (base0 + base1) / 2.0;
-        cols.push((stack, base0, base1, got.iter().map(|r| 100.0 * (1.0 - r / base)).collect::<Vec<_>>(), o));
+        cols.push((stack, b_first, b_last, got, o));
     }
     println!("{:>7} | {:>12} {:>8} | {:>12} {:>8}", "target", "vmig actual", "|err| pp", "QEMU-style", "|err| pp");
     for (i, t) in targets.iter().enumerate() {
@@ -182,7 +206,11 @@ fn speed(args: &[String]) -> Result<(), String> {
 fn repeat(args: &[String]) -> Result<(), String> {
     let runs = arg(args, "--runs", 20.0) as u64;
     let mem = arg(args, "--mem", 1024.0) as u64;
-    println!("{runs} consecutive migrations of the KVM guest ({mem} MiB, defaults otherwise), load {}", load());
+    let comp = arg(args, "--compress-threads", 2.0) as u32;
+    println!(
+        "{runs} consecutive migrations of the KVM guest ({mem} MiB, {comp} compression threads, defaults otherwise), load {}",
+        load()
+    );
     let corpus = vmig_sim::content::Corpus::load();
     let (mut lost_runs, mut lost_pages, mut fails) = (0, 0, 0);
     for i in 1..=runs {
@@ -191,6 +219,7 @@ fn repeat(args: &[String]) -> Result<(), String> {
             mem_bytes: mem << 20,
             working_set_bytes: (192u64 << 20).min((mem << 20) / 2),
             seed: i,
+            compress_threads: comp,
             ..Default::default()
         };
         let r = vmig_sim::run(&cfg, &corpus, &mut |_| {})?;

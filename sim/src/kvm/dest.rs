@@ -78,11 +78,7 @@ pub fn resume(
             ctls.iter().for_each(|c| c.kick());
             std::thread::sleep(Duration::from_micros(200));
         }
-        let v = h.join().map_err(|_| "destination vCPU thread panicked".to_string())?;
-        if std::env::var_os("VMIG_KVM_DEBUG").is_some() {
-            let st = VcpuState::save(&v)?;
-            eprintln!("dest vcpu: rip {:#x} r10 {:#x} tsc {:#x} r8 {}", st.regs.rip, st.regs.r10, st.tsc, st.regs.r8);
-        }
+        drop(h.join().map_err(|_| "destination vCPU thread panicked".to_string())?);
     }
     let run_ms = t0.elapsed().as_secs_f64() * 1000.0;
     if let Some(e) = ctls.iter().find_map(|c| c.error.lock().clone()) {

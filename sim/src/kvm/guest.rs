@@ -313,11 +313,7 @@ impl RunningGuest for KvmGuest {
     fn device_state(&mut self) -> Result<Vec<u8>, String> {
         let mut out = Vec::new();
         for v in &self.stopped {
-            let st = VcpuState::save(v)?;
-            if std::env::var_os("VMIG_KVM_DEBUG").is_some() {
-                eprintln!("src vcpu: rip {:#x} r10 {:#x} tsc {:#x} r8 {}", st.regs.rip, st.regs.r10, st.tsc, st.regs.r8);
-            }
-            st.put(&mut out);
+            VcpuState::save(v)?.put(&mut out);
         }
         Ok(out)
     }
