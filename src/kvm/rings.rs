@@ -46,7 +46,7 @@ pub fn ring_support(vm: &VmFd) -> Option<RingSupport> {
     let acq = vm.check_extension_raw(libc::c_ulong::from(KVM_CAP_DIRTY_LOG_RING_ACQ_REL));
     let plain = vm.check_extension_raw(libc::c_ulong::from(KVM_CAP_DIRTY_LOG_RING));
     let (bytes, cap) = if acq > 0 { (acq, RingCap::AcqRel) } else { (plain, RingCap::Plain) };
-    (bytes > 0).then(|| RingSupport { max_entries: bytes as u32 / GFN_BYTES, cap })
+    (bytes > 0).then_some(RingSupport { max_entries: bytes as u32 / GFN_BYTES, cap })
 }
 
 /// Smallest ring the kernel accepts: one page of entries

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::guest::{pacing, KvmGuest};
+use super::guest::{pacing, GuestOpts, KvmGuest};
 use super::program::{block, put, Layout};
 use super::vm::{tsc_khz, Vm};
 use crate::engines::{GuestThrottle, ReaperCtl};
@@ -67,7 +67,8 @@ impl Rig {
         let khz = tsc_khz(&c.device)?;
         let p = pacing(khz, 1);
         layout.install(&ram, 0, p.max_lag, p.window);
-        let mut guest = KvmGuest::start(vm, ram.clone(), layout.clone(), c.throttle, c.reaper, 1, None, c.pin, khz)?;
+        let opts = GuestOpts { seed: 1, drop_page: None, pin: c.pin, tsc_khz: khz };
+        let mut guest = KvmGuest::start(vm, ram.clone(), layout.clone(), c.throttle, c.reaper, opts)?;
         if c.logging {
             guest.start_logging()?;
         }

@@ -82,6 +82,19 @@ impl Tracking {
     }
 }
 
+/// How to start a [`KvmGuest`].
+#[derive(Clone, Copy, Debug)]
+pub struct GuestOpts {
+    /// Seeds each vCPU's PRNG.
+    pub seed: u64,
+    /// Test-only: drop every harvested entry of this page.
+    pub drop_page: Option<u64>,
+    /// Pin vCPU i to host CPU i at nice -20 (benchmarks).
+    pub pin: bool,
+    /// Guest TSC, kHz (for parking).
+    pub tsc_khz: u64,
+}
+
 /// A running source KVM guest.
 pub struct KvmGuest {
     vm: Vm,
@@ -128,11 +141,9 @@ impl KvmGuest {
         layout: Layout,
         throttle: Arc<dyn GuestThrottle>,
         reaper: Arc<dyn ReaperCtl>,
-        seed: u64,
-        drop_page: Option<u64>,
-        pin: bool,
-        tsc_khz: u64,
+        opts: GuestOpts,
     ) -> Result<KvmGuest, String> {
+        let GuestOpts { seed, drop_page, pin, tsc_khz } = opts;
         install_kick_handler();
         let rings = vm.rings.clone().ok_or("source VM without dirty rings")?;
         let track = Arc::new(Tracking {

@@ -7,7 +7,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use super::dest::resume;
-use super::guest::{pacing, KvmGuest};
+use super::guest::{pacing, GuestOpts, KvmGuest};
 use super::program::Layout;
 use super::vm::{VcpuState, Vm};
 use crate::config::SimConfig;
@@ -53,7 +53,8 @@ pub fn run(cfg: &SimConfig, corpus: &Corpus, progress: &mut dyn FnMut(&Progress)
             .map_err(|e| e.to_string())?;
         let sock = TcpStream::connect(addr).map_err(|e| format!("connect to destination: {e}"))?;
         let link = Link::new(sock, cfg.bandwidth);
-        let mut guest = KvmGuest::start(src_vm, src.clone(), layout.clone(), throttle, reaper, cfg.seed, cfg.fault_unharvested_page, false, tsc_khz)?;
+        let opts = GuestOpts { seed: cfg.seed, drop_page: cfg.fault_unharvested_page, pin: false, tsc_khz };
+        let mut guest = KvmGuest::start(src_vm, src.clone(), layout.clone(), throttle, reaper, opts)?;
         let source = Source::new(cfg, &src, comp, link);
         let (mut status, st, comp_stats) = source.run(&mut guest, &done_rx, progress);
         guest.stop();
