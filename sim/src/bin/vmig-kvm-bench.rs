@@ -105,9 +105,15 @@ fn reaper(args: &[String]) -> Result<(), String> {
 }
 
 fn measure(rig: &Rig, secs: f64) -> f64 {
-    let (p0, t0) = (rig.progress(), Instant::now());
+    measure2(rig, secs, 1).0
+}
+
+/// Records/s and the share of vCPU time spent in throttle sleeps.
+fn measure2(rig: &Rig, secs: f64, vcpus: u32) -> (f64, f64) {
+    let (p0, s0, t0) = (rig.progress(), rig.throttle_ns(), Instant::now());
     std::thread::sleep(Duration::from_secs_f64(secs));
-    (rig.progress() - p0) as f64 / t0.elapsed().as_secs_f64()
+    let dt = t0.elapsed().as_secs_f64();
+    ((rig.progress() - p0) as f64 / dt, (rig.throttle_ns() - s0) as f64 / 1e9 / dt / f64::from(vcpus))
 }
 
 fn throttle(args: &[String]) -> Result<(), String> {
@@ -135,6 +141,7 @@ fn throttle(args: &[String]) -> Result<(), String> {
         // minute on the loaded machine, so every target gets its own
         // baselines: unthrottled just before and just after it.
         let mut got = Vec::new();
+        let mut shares = Vec::new();
         let (mut b_first, mut b_last) = (0.0, 0.0);
         for &t in &targets {
             rig.throttle().set(0);
@@ -142,7 +149,8 @@ fn throttle(args: &[String]) -> Result<(), String> {
             let before = measure(&rig, 1.0);
             rig.throttle().set(t);
             std::thread::sleep(Duration::from_millis(300));
-            let during = measure(&rig, secs);
+            let (during, share) = measure2(&rig, secs, vcpus);
+            shares.push(100.0 * share);
             rig.throttle().set(0);
             std::thread::sleep(Duration::from_millis(200));
             let after = measure(&rig, 1.0);
@@ -153,14 +161,26 @@ fn throttle(args: &[String]) -> Result<(), String> {
             got.push(100.0 * (1.0 - during / ((before + after) / 2.0)));
         }
         let o = rig.stop()?;
-        cols.push((stack, b_first, b_last, got, o));
+        cols.push((stack, b_first, b_last, got, o, shares));
     }
-    println!("{:>7} | {:>12} {:>8} | {:>12} {:>8}", "target", "vmig actual", "|err| pp", "QEMU-style", "|err| pp");
+    println!(
+        "{:>7} | {:>12} {:>8} {:>8} | {:>12} {:>8} {:>8}",
+        "target", "vmig actual", "|err| pp", "slept %", "QEMU-style", "|err| pp", "slept %"
+    );
     for (i, t) in targets.iter().enumerate() {
         let (v, l) = (cols[0].3[i], cols[1].3[i]);
-        println!("{:>6}% | {:>11.2}% {:>8.2} | {:>11.2}% {:>8.2}", t, v, (v - f64::from(*t)).abs(), l, (l - f64::from(*t)).abs());
+        println!(
+            "{:>6}% | {:>11.2}% {:>8.2} {:>8.2} | {:>11.2}% {:>8.2} {:>8.2}",
+            t,
+            v,
+            (v - f64::from(*t)).abs(),
+            cols[0].5[i],
+            l,
+            (l - f64::from(*t)).abs(),
+            cols[1].5[i]
+        );
     }
-    for (stack, b0, b1, _, o) in &cols {
+    for (stack, b0, b1, _, o, _) in &cols {
         println!(
             "{}: baseline {:.0} -> {:.0} records/s (drift {:+.1}%), {:.1} exits/s per vCPU ({} kicks)",
             stack.name(),

@@ -89,6 +89,11 @@ impl Rig {
         self.guest.progress()
     }
 
+    /// Nanoseconds all vCPUs spent in throttle sleeps so far.
+    pub fn throttle_ns(&self) -> u64 {
+        self.guest.throttle_ns()
+    }
+
     /// The throttle.
     pub fn throttle(&self) -> &dyn GuestThrottle {
         self.guest.throttle()

@@ -16,9 +16,10 @@
 //!    and does `out 0x80` (an I/O exit, the VMM sleeps until then:
 //!    QEMU's HLT with a timer, which ring 3 cannot do), so an idle guest
 //!    leaves the host CPU to the migration. A deadline more than `max_lag`
-//!    in the past (the vCPU was throttled, stalled or descheduled) is
-//!    pulled up to `now - max_lag`, so lost time is not made up in one
-//!    burst (the simulated guest's rule, sim/src/guest.rs).
+//!    (1 ms) in the past (the vCPU was throttled, stalled or descheduled)
+//!    is pulled up to `now - max_lag`: time not running is not made up,
+//!    the rate is per second of running time (the simulated guest's rule,
+//!    sim/src/guest.rs).
 //! 3. Pick a page of its partition with xorshift64 (`r9`), `seq += 1`,
 //!    write the record `{seq, index, seq * K ^ gpa}` into 64-byte slot
 //!    `seq % 64` of that page, then `table[index] = seq`, then

@@ -80,6 +80,9 @@ pub struct VcpuCtl {
     pub full_exits: AtomicU64,
     /// Nanoseconds stalled on full rings. Relaxed: a statistic.
     pub stall_ns: AtomicU64,
+    /// Nanoseconds spent at the throttle's safe point (its sleeps).
+    /// Relaxed: a statistic.
+    pub throttle_ns: AtomicU64,
     /// Exits where the guest parked (idle until its next record is due).
     /// Relaxed: a statistic.
     pub park_exits: AtomicU64,
@@ -173,7 +176,10 @@ pub fn vcpu_loop(mut vcpu: VcpuFd, env: VcpuEnv) -> VcpuFd {
         }
         if ctl.kicked.swap(false, Ordering::SeqCst) {
             // Safe point: the throttle's sleep, if one is owed.
+            let t0 = Instant::now();
             env.throttle.vcpu_run(env.id);
+            // Relaxed: a statistic.
+            ctl.throttle_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
         // SAFETY: this vCPU's kvm_run, mapped while `vcpu` lives.
         unsafe { imm.write_volatile(0) };
