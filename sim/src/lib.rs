@@ -8,6 +8,10 @@
 //! then compared with the source's byte for byte. The engines are vmig's or
 //! replicas of QEMU 7.2's legacy designs ([`config::Stack`]).
 //!
+//! The same migration runs a real KVM virtual machine instead (`kvm`,
+//! `--guest kvm`; docs/kvm.md): the project's guest program, dirty pages
+//! from KVM's own rings through `vmig::kvm`.
+//!
 //! See docs/sim.md for the scenario, the wire format and sample reports.
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]

@@ -100,7 +100,8 @@ enum ReaperArg {
     Predictive,
 }
 
-/// Runs a precopy live migration of a simulated guest in this process, over
+/// Runs a precopy live migration of a guest (a real KVM virtual machine where
+/// the KVM device works, else a simulated one; see --guest) in this process, over
 /// a rate-limited loopback TCP connection, on vmig's engines (or QEMU 7.2's
 /// legacy designs), verifies the destination byte for byte and prints an
 /// `info migrate`-style report.
@@ -108,7 +109,8 @@ enum ReaperArg {
 /// Exit status: 0 when the migration completed and the destination's RAM
 /// equals the source's (with --compare: when the vmig run did, and no run
 /// produced a mismatch); 1 when it failed, did not converge within
-/// --max-time, or the destination differs; 2 for invalid arguments.
+/// --max-time, or the destination differs (or the KVM guest's self-check
+/// failed on the destination); 2 for invalid arguments.
 #[derive(Parser, Debug)]
 #[command(name = "vmig-sim", version, about, long_about)]
 struct Cli {
