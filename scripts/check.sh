@@ -28,6 +28,9 @@ cargo test --release --doc -p vmig
 step "vmig-legacy: the QEMU 7.2 replicas and the simulated KVM dirty ring"
 cargo test --release -p vmig-legacy
 
+step "vmig::kvm against /dev/kvm (feature kvm; SKIPs loudly without it)"
+cargo test --release --features kvm --test kvm_harvest
+
 step "vmig-sim: unit tests and short whole-migration scenarios"
 cargo test --release -p vmig-sim
 

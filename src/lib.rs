@@ -17,6 +17,7 @@
 //!   page placement, urgent-page queue and sent map, request latency.
 //! * [`dirty`]: the dirty-page scheduler (a queue of marked pages and a
 //!   background cursor, no bitmap scan).
+//! * `kvm` (feature `kvm`): KVM dirty-ring harvesting for kvm-ioctls VMMs.
 //!
 //! The C ABI lives in `ffi` and follows one contract, documented there:
 //! `0` or a negative errno, NULL/out-of-range arguments rejected with
@@ -52,6 +53,8 @@ pub mod error;
 pub mod ffi;
 /// cbindgen:ignore
 pub mod guest_mem;
+#[cfg(all(feature = "kvm", target_os = "linux", target_arch = "x86_64"))]
+pub mod kvm;
 /// cbindgen:ignore
 pub mod pool;
 /// cbindgen:ignore

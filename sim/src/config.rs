@@ -31,6 +31,16 @@ impl Stack {
     }
 }
 
+/// Which guest runs: a real KVM virtual machine or the simulated one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestKind {
+    /// A KVM VM running the project's guest program (sim/src/kvm/).
+    Kvm,
+    /// vCPU threads writing an anonymous mapping (sim/src/guest.rs).
+    Sim,
+}
+
 /// Reaper interval policy (names as `vmig::reaper`'s policies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -156,6 +166,16 @@ pub struct SimConfig {
     /// Ring mode: bound on the first pass's stretch, which is the background
     /// interval K (`vmig::dirty::config`, docs/dirty.md#deriving-k).
     pub first_pass_stretch: u32,
+    /// Which guest runs.
+    pub guest: GuestKind,
+    /// The KVM device the KVM guest opens.
+    pub kvm_device: String,
+    /// How long the destination KVM guest runs after the switch-over, ms.
+    pub dest_run_ms: u64,
+    /// Test-only fault injection (KVM guest): drop every harvested
+    /// dirty-ring entry of this page, so a page the guest dirtied is never
+    /// resent and verification must fail.
+    pub fault_unharvested_page: Option<u64>,
 }
 
 impl Default for SimConfig {
@@ -211,6 +231,14 @@ impl Default for SimConfig {
             // vmig's derived default (1): the first pass takes no longer than
             // an undisturbed pass, whatever pages cost (docs/dirty.md#deriving-k).
             first_pass_stretch: vmig::dirty::DEFAULT_FIRST_PASS_STRETCH,
+            // The library default is the simulated guest (runs anywhere);
+            // the CLI's `--guest auto` picks KVM where /dev/kvm works.
+            guest: GuestKind::Sim,
+            kvm_device: "/dev/kvm".into(),
+            // 1 s: long enough for the guest's self-check (a few ms) and
+            // thousands of records per vCPU at the default rate.
+            dest_run_ms: 1000,
+            fault_unharvested_page: None,
         }
     }
 }
@@ -343,6 +371,14 @@ impl SimConfig {
             return Err("--dirty-tracking ring needs --stack vmig: QEMU 7.2's compression threads \
                         flush per bitmap round, and the ring mode has no rounds"
                 .into());
+        }
+        if self.dest_run_ms > 600_000 {
+            return Err("--dest-run must be at most 600000 ms".into());
+        }
+        if let Some(p) = self.fault_unharvested_page {
+            if p >= self.nr_pages() {
+                return Err("--fault-unharvested-page must be a page of guest RAM".into());
+            }
         }
         if let Some(p) = self.fault_corrupt_page {
             if p >= self.nr_pages() {

@@ -32,6 +32,9 @@ pub struct DestStats {
     pub rounds: u64,
     /// Waits forced by a raw page arriving after a queued compressed copy.
     pub ordering_waits: u64,
+    /// The vCPU state record's payload, if the stream had one.
+    #[serde(skip)]
+    pub device_state: Vec<u8>,
 }
 
 /// The destination's verdict, sent once the stream ends or fails.
@@ -95,6 +98,7 @@ fn receive(listener: TcpListener, ram: &GuestRam, decomp: &mut dyn Decompressor)
                 any_pending = true;
                 st.compressed += 1;
             }
+            Record::Device { .. } => st.device_state = buf.clone(),
             Record::Eos => st.rounds += 1,
             Record::End => {
                 decomp.wait().map_err(bad)?;

@@ -8,6 +8,10 @@
 //! then compared with the source's byte for byte. The engines are vmig's or
 //! replicas of QEMU 7.2's legacy designs ([`config::Stack`]).
 //!
+//! The same migration runs a real KVM virtual machine instead (`kvm`,
+//! `--guest kvm`; docs/kvm.md): the project's guest program, dirty pages
+//! from KVM's own rings through `vmig::kvm`.
+//!
 //! See docs/sim.md for the scenario, the wire format and sample reports.
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
@@ -20,6 +24,8 @@ pub mod dest;
 pub mod dirty;
 pub mod engines;
 pub mod guest;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub mod kvm;
 pub mod legacy_engines;
 pub mod link;
 pub mod memory;
@@ -28,6 +34,7 @@ pub mod prng;
 pub mod report;
 pub mod ring_tracking;
 pub mod run;
+pub mod running;
 pub mod source;
 pub mod stacks;
 pub mod vmig_engines;

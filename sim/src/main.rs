@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use vmig_sim::config::{ContentMix, DirtyTracking, ReaperPolicyKind, SimConfig, Stack};
+use vmig_sim::config::{ContentMix, DirtyTracking, GuestKind, ReaperPolicyKind, SimConfig, Stack};
 use vmig_sim::content::Corpus;
 use vmig_sim::report::{compare_table, rounds_table, Report};
 use vmig_sim::source::Progress;
@@ -76,6 +76,16 @@ enum StackArg {
     Legacy,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum GuestArg {
+    /// A KVM virtual machine when the KVM device is usable, else the simulated guest.
+    Auto,
+    /// A real KVM virtual machine running vmig-sim's guest program (needs a usable KVM device).
+    Kvm,
+    /// vCPU threads writing an anonymous mapping (runs anywhere).
+    Sim,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum PostcopyArg {
     /// Requested pages go into the one stream, behind what is queued.
@@ -116,7 +126,8 @@ enum ReaperArg {
     Predictive,
 }
 
-/// Runs a precopy live migration of a simulated guest in this process, over
+/// Runs a precopy live migration of a guest (a real KVM virtual machine where
+/// the KVM device works, else a simulated one; see --guest) in this process, over
 /// a rate-limited loopback TCP connection, on vmig's engines (or QEMU 7.2's
 /// legacy designs), verifies the destination byte for byte and prints an
 /// `info migrate`-style report.
@@ -124,7 +135,8 @@ enum ReaperArg {
 /// Exit status: 0 when the migration completed and the destination's RAM
 /// equals the source's (with --compare: when the vmig run did, and no run
 /// produced a mismatch); 1 when it failed, did not converge within
-/// --max-time, or the destination differs; 2 for invalid arguments.
+/// --max-time, or the destination differs (or the KVM guest's self-check
+/// failed on the destination); 2 for invalid arguments.
 #[derive(Parser, Debug)]
 #[command(name = "vmig-sim", version, about, long_about)]
 struct Cli {
@@ -242,6 +254,18 @@ struct Cli {
     /// Test only: corrupt this page on the wire every time it is sent.
     #[arg(long, value_name = "PAGE", hide = true)]
     fault_corrupt_page: Option<u64>,
+    /// Which guest migrates; the report says which ran.
+    #[arg(long, value_enum, default_value = "auto")]
+    guest: GuestArg,
+    /// The KVM device the KVM guest opens.
+    #[arg(long, value_name = "PATH", default_value = "/dev/kvm")]
+    kvm_device: String,
+    /// KVM guest: how long the destination guest runs after the switch-over, ms.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    dest_run: u64,
+    /// Test only (KVM guest): never hand this page's dirty-ring entries to the migration.
+    #[arg(long, value_name = "PAGE", hide = true)]
+    fault_unharvested_page: Option<u64>,
 }
 
 impl Cli {
@@ -302,6 +326,10 @@ impl Cli {
             populated_bytes: self.populated,
             dirty_queue: self.dirty_queue,
             first_pass_stretch: self.first_pass_stretch,
+            guest: if self.guest == GuestArg::Sim { GuestKind::Sim } else { GuestKind::Kvm },
+            kvm_device: self.kvm_device.clone(),
+            dest_run_ms: self.dest_run,
+            fault_unharvested_page: self.fault_unharvested_page,
         }
     }
 }
@@ -367,12 +395,16 @@ fn run_one(cfg: &SimConfig, corpus: &Corpus, quiet: bool, label: &'static str) -
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let cfg = cli.config();
+    let mut cfg = cli.config();
     if cli.compare && cli.postcopy.is_some() {
         eprintln!("error: --compare runs the precopy stacks side by side and does not combine with --postcopy\n\nFor more information, try '--help'.");
         return ExitCode::from(2);
     }
     if let Err(e) = cfg.validate() {
+        eprintln!("error: {e}\n\nFor more information, try '--help'.");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = resolve_guest(&cli, &mut cfg) {
         eprintln!("error: {e}\n\nFor more information, try '--help'.");
         return ExitCode::from(2);
     }
@@ -432,6 +464,54 @@ fn main() -> ExitCode {
             eprintln!("vmig-sim: migration {}: {d}", r.status);
         }
         ExitCode::from(1)
+    }
+}
+
+/// `--guest`: checks that the KVM device works for `kvm` (and that the
+/// ring size fits the kernel's maximum); `auto` falls back to the simulated
+/// guest, saying why.
+fn resolve_guest(cli: &Cli, cfg: &mut SimConfig) -> Result<(), String> {
+    if cli.guest == GuestArg::Sim {
+        return Ok(());
+    }
+    // What the KVM guest's VMM (sim/src/kvm/) does not drive yet.
+    let sim_only = if cfg.postcopy.is_some() {
+        Some("--postcopy")
+    } else if cfg.dirty_tracking == DirtyTracking::Ring {
+        Some("--dirty-tracking ring")
+    } else if cfg.populated_bytes.is_some() {
+        Some("--populated")
+    } else {
+        None
+    };
+    if let Some(flag) = sim_only {
+        if cli.guest == GuestArg::Kvm {
+            return Err(format!("--guest kvm does not support {flag} yet: use --guest sim"));
+        }
+        if !cli.quiet {
+            eprintln!("vmig-sim: {flag} runs on the simulated guest (the KVM guest does not support it yet)");
+        }
+        cfg.guest = GuestKind::Sim;
+        return Ok(());
+    }
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    let probe = vmig_sim::kvm::probe(&cli.kvm_device);
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+    let probe: Result<u32, String> = Err("the KVM guest needs Linux on x86-64".into());
+    match probe {
+        Ok(max) if cfg.dirty_ring_size > max => Err(format!(
+            "--dirty-ring-size {} is above this kernel's maximum of {max} entries",
+            cfg.dirty_ring_size
+        )),
+        Ok(_) => Ok(()),
+        Err(e) if cli.guest == GuestArg::Kvm => Err(format!("--guest kvm: the KVM device is not usable: {e}")),
+        Err(e) => {
+            if !cli.quiet {
+                eprintln!("vmig-sim: KVM device not usable ({e}); migrating the simulated guest");
+            }
+            cfg.guest = GuestKind::Sim;
+            Ok(())
+        }
     }
 }
 

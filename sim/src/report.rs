@@ -11,6 +11,71 @@ use crate::content::FillStats;
 use crate::dest::DestStats;
 use crate::engines::CompStats;
 use crate::guest::GuestShared;
+
+/// Dirty-tracking and reaper counters, whichever guest ran.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GuestCounters {
+    /// Ring-full exits, all vCPUs.
+    pub ring_full_events: u64,
+    /// vCPU time stalled on full rings, ms.
+    pub stall_ms: f64,
+    /// Largest fill any harvest found.
+    pub peak_fill: u64,
+    /// Reaper thread wake-ups.
+    pub reaper_wakeups: u64,
+}
+
+impl GuestCounters {
+    /// The simulated guest's counters. Call after its threads are joined.
+    pub fn of_sim(guest: &GuestShared) -> Self {
+        GuestCounters {
+            ring_full_events: guest.log.ring_full_events(),
+            stall_ms: guest.log.stall().as_secs_f64() * 1000.0,
+            peak_fill: guest.log.peak_fill(),
+            // Relaxed: the threads have been joined.
+            reaper_wakeups: guest.reaper_wakeups.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Which guest ran and how it fared after the switch-over (the issue's
+/// `guest` object).
+#[derive(Clone, Debug, Serialize)]
+pub struct GuestReport {
+    /// "kvm" (a real KVM VM) or "sim" (threads writing memory).
+    pub kind: &'static str,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// How long the destination guest ran after the switch-over, ms.
+    pub dest_run_ms: f64,
+    /// Guest work units (records written) on the destination.
+    pub dest_progress: u64,
+    /// The guest program's own consistency check on the destination:
+    /// "pass", "fail", or "not run" (simulated guest, or no switch-over).
+    pub self_check: String,
+    /// Why the self-check failed, if it did.
+    pub self_check_detail: Option<String>,
+    /// Userspace exits on the source caused by kicks (throttle, stop).
+    pub kick_exits: u64,
+    /// All userspace exits of the source's vCPUs per second of guest time.
+    pub exit_rate: f64,
+}
+
+impl GuestReport {
+    /// The simulated guest: no destination run.
+    pub fn sim(vcpus: u32) -> Self {
+        GuestReport {
+            kind: "sim",
+            vcpus,
+            dest_run_ms: 0.0,
+            dest_progress: 0,
+            self_check: "not run".into(),
+            self_check_detail: None,
+            kick_exits: 0,
+            exit_rate: 0.0,
+        }
+    }
+}
 use crate::source::{SourceStats, Status};
 
 /// Outcome of the byte-for-byte comparison.
@@ -38,6 +103,8 @@ pub enum Verification {
 pub struct Report {
     /// The configuration run.
     pub config: SimConfig,
+    /// The guest that ran.
+    pub guest: GuestReport,
     /// Reaper policy used (resolved from the stack when not given).
     pub reaper_policy: String,
     /// Dirty tracking that ran: "bitmap" or "ring" (--dirty-tracking).
@@ -110,7 +177,7 @@ impl Report {
         comp: Option<CompStats>,
         dest: Option<DestStats>,
         verification: Verification,
-        guest: &GuestShared,
+        guest: &GuestCounters,
         guest_writes: u64,
         guest_s: f64,
         content: &FillStats,
@@ -148,11 +215,11 @@ impl Report {
             compression,
             dest,
             verification,
-            ring_full_events: guest.log.ring_full_events(),
-            vcpu_stall_ms: guest.log.stall().as_secs_f64() * 1000.0,
-            peak_ring_fill: guest.log.peak_fill(),
-            // Relaxed: the threads have been joined.
-            reaper_wakeups: guest.reaper_wakeups.load(Ordering::Relaxed),
+            ring_full_events: guest.ring_full_events,
+            vcpu_stall_ms: guest.stall_ms,
+            peak_ring_fill: guest.peak_fill,
+            reaper_wakeups: guest.reaper_wakeups,
+            guest: GuestReport::sim(cfg.vcpus),
             guest_writes,
             guest_write_rate,
             guest_speed: guest_write_rate / (cfg.dirty_rate * u64::from(cfg.vcpus)) as f64,
@@ -166,7 +233,9 @@ impl Report {
 
     /// Whether the run completed and verified.
     pub fn ok(&self) -> bool {
-        self.status == "completed" && matches!(self.verification, Verification::Match { .. })
+        self.status == "completed"
+            && matches!(self.verification, Verification::Match { .. })
+            && self.guest.self_check != "fail"
     }
 
     /// The `info migrate`-style text.
@@ -190,6 +259,8 @@ impl Report {
                 crate::config::Stack::Legacy => "VM-wide timer",
             }
         );
+        let g = &self.guest;
+        let _ = writeln!(o, "guest: {} ({} vCPUs)", if g.kind == "kvm" { "KVM virtual machine" } else { "simulated" }, g.vcpus);
         let _ = writeln!(o, "Migration status: {}", self.status);
         if let Some(d) = &self.status_detail {
             let _ = writeln!(o, "status detail: {d}");
@@ -252,6 +323,17 @@ impl Report {
         };
         if let Some(p) = &self.postcopy {
             o.push_str(&p.text());
+        }
+        if g.kind == "kvm" {
+            let _ = writeln!(o, "vcpu exits: {:.1}/s ({} kicks)", g.exit_rate, g.kick_exits);
+            let _ = writeln!(
+                o,
+                "destination guest: ran {:.0} ms, {} records written, self-check {}{}",
+                g.dest_run_ms,
+                g.dest_progress,
+                g.self_check,
+                g.self_check_detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
+            );
         }
         o
     }

@@ -22,6 +22,16 @@ use crate::stacks;
 /// socket, threads); a migration that fails is a report with that status.
 pub fn run(cfg: &SimConfig, corpus: &Corpus, progress: &mut dyn FnMut(&Progress)) -> Result<Report, String> {
     cfg.validate()?;
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    if cfg.guest == crate::config::GuestKind::Kvm {
+        if cfg.postcopy.is_some()
+            || cfg.dirty_tracking != crate::config::DirtyTracking::Bitmap
+            || cfg.populated_bytes.is_some()
+        {
+            return Err("the KVM guest supports neither postcopy, nor ring dirty tracking, nor --populated yet".into());
+        }
+        return crate::kvm::run::run(cfg, corpus, progress);
+    }
     if cfg.postcopy.is_some() {
         return crate::postcopy::run(cfg, corpus, progress);
     }
@@ -92,10 +102,9 @@ pub fn run_with_compressor(
         // Relaxed: the vCPU threads have been joined (drop above).
         let guest_writes = shared.writes.load(Ordering::Relaxed);
         dest.join().map_err(|_| "destination thread panicked".to_string())?;
-        let dest_stats = match done_rx.try_recv() {
-            Ok(Ok(s)) => Some(s),
-            _ => None,
-        };
+        // The migration thread took the destination's report to end the
+        // downtime; a failed run may have left it in the channel.
+        let dest_stats = st.dest.clone().or_else(|| done_rx.try_recv().ok().and_then(Result::ok));
         let verification = if status == Status::Completed {
             let v = verify(&src, dst_ref);
             if let Verification::Mismatch { first_page, .. } = v {
@@ -113,7 +122,7 @@ pub fn run_with_compressor(
             comp_stats,
             dest_stats,
             verification,
-            &shared,
+            &crate::report::GuestCounters::of_sim(&shared),
             guest_writes,
             guest_s,
             &fill,

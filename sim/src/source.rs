@@ -35,7 +35,7 @@ use crate::config::{SimConfig, PAGE_SIZE};
 use crate::converge::Trigger;
 use crate::dest::DestDone;
 use crate::engines::{CompOut, Compressor, SubmitError};
-use crate::guest::Guest;
+use crate::running::RunningGuest;
 use crate::link::{Link, WINDOW};
 use crate::memory::GuestRam;
 use crate::wire;
@@ -130,6 +130,10 @@ pub struct SourceStats {
     pub find_dirty_per_iteration_ms: Vec<f64>,
     /// Ring mode: the scheduler's counters.
     pub dirty_scheduler: Option<crate::ring_tracking::SchedulerSummary>,
+    /// What the destination reported at the end (the migration thread
+    /// receives it to end the downtime).
+    #[serde(skip)]
+    pub dest: Option<crate::dest::DestStats>,
 }
 
 /// Emits records; kept apart from the compressor so its callbacks can borrow
@@ -294,7 +298,7 @@ impl<'a> Source<'a> {
     /// completion; `progress` is called about every 100 ms.
     pub fn run(
         mut self,
-        guest: &mut Guest,
+        guest: &mut dyn RunningGuest,
         done: &Receiver<DestDone>,
         progress: &mut dyn FnMut(&Progress),
     ) -> (Status, SourceStats, Option<crate::engines::CompStats>) {
@@ -327,13 +331,12 @@ impl<'a> Source<'a> {
     fn migrate(
         &mut self,
         t0: Instant,
-        guest: &mut Guest,
+        guest: &mut dyn RunningGuest,
         done: &Receiver<DestDone>,
         progress: &mut dyn FnMut(&Progress),
     ) -> io::Result<Status> {
-        let shared = guest.shared.clone();
         // Setup (QEMU ram_save_setup): dirty logging on, everything dirty.
-        shared.log.start();
+        guest.start_logging().map_err(io::Error::other)?;
         if self.taker.is_none() {
             // Ring mode: the scheduler starts with every page pending.
             self.bmap.set_all();
@@ -360,9 +363,9 @@ impl<'a> Source<'a> {
                 self.em.stats.expected_downtime_ms = if bw_per_ms > 0.0 { remaining as f64 / bw_per_ms } else { 0.0 };
                 window_start = now;
                 window_bytes = self.em.link.transferred;
-                progress(&self.progress(t0, "active", shared.throttle.get(), mbps));
+                progress(&self.progress(t0, "active", guest.throttle().get(), mbps));
                 if now - t0 >= max_time {
-                    shared.throttle.set(0);
+                    guest.throttle().set(0);
                     return Ok(Status::Cancelled);
                 }
             }
@@ -371,7 +374,7 @@ impl<'a> Source<'a> {
             // as many pages went out as were pending at the last sync.
             let mut pending = self.pending_pages() * PAGE_SIZE as u64;
             if pending < self.threshold || pending == 0 || self.ring_iteration_done() {
-                self.sync(guest, true);
+                self.sync(guest, true)?;
                 pending = self.pending_pages() * PAGE_SIZE as u64;
             }
             if pending > 0 && pending >= self.threshold {
@@ -382,12 +385,11 @@ impl<'a> Source<'a> {
         }
         // Completion (QEMU migration_completion).
         let down = Instant::now();
-        progress(&self.progress(t0, "device", shared.throttle.get(), mbps));
-        guest.stop_vcpus();
-        guest.stop_reaper();
-        shared.throttle.set(0);
+        progress(&self.progress(t0, "device", guest.throttle().get(), mbps));
+        guest.stop();
+        guest.throttle().set(0);
         let stopped = Instant::now();
-        self.sync(guest, false);
+        self.sync(guest, false)?;
         self.em.stats.downtime_pages = self.pending_pages();
         self.cursor = 0;
         let t = Instant::now();
@@ -402,14 +404,21 @@ impl<'a> Source<'a> {
             self.send_page(p)?;
         }
         self.drain()?;
+        // The vCPU state travels after the last page (QEMU: the device
+        // sections after RAM's last iteration).
+        let dev = guest.device_state().map_err(io::Error::other)?;
+        if !dev.is_empty() {
+            self.em.record(|b| wire::put_device(b, &dev));
+        }
         self.em.record(wire::put_eos);
         self.em.record(wire::put_end);
         self.em.check()?;
         self.em.link.flush()?;
         let sent = Instant::now();
         let dest = done.recv().map_err(|_| io::Error::other("destination thread died"))?;
-        if let Err(e) = dest {
-            return Err(io::Error::other(format!("destination: {e}")));
+        match dest {
+            Ok(d) => self.em.stats.dest = Some(d),
+            Err(e) => return Err(io::Error::other(format!("destination: {e}"))),
         }
         let end = Instant::now();
         self.em.stats.downtime_ms = ms(end - down);
@@ -436,16 +445,15 @@ impl<'a> Source<'a> {
     /// `during_precopy` false: the final sync with the vCPUs stopped. QEMU
     /// runs the trigger there too, but a raise can no longer matter; skipping
     /// it keeps "throttle reached" the throttle the guest actually ran under.
-    fn sync(&mut self, guest: &Guest, during_precopy: bool) {
-        let shared = &guest.shared;
+    fn sync(&mut self, guest: &mut dyn RunningGuest, during_precopy: bool) -> io::Result<()> {
         let t = Instant::now();
         let new = match &self.taker {
-            None => shared.log.sync_into(&mut self.bmap),
+            None => guest.sync_into(&mut self.bmap).map_err(io::Error::other)?,
             Some(taker) => {
                 // Ring mode: reap, so the scheduler holds every harvested
                 // page (QEMU's ram_state_pending_exact syncs too); pages
                 // newly queued since the last sync are the trigger's input.
-                shared.log.reap();
+                guest.reap().map_err(io::Error::other)?;
                 let s = taker.stats();
                 self.iteration_end = s.handed_out + taker.pending();
                 let queued = s.marks - s.duplicates;
@@ -459,15 +467,16 @@ impl<'a> Source<'a> {
         self.find_at_sync = self.find_dirty;
         self.em.stats.dirty_sync_count += 1;
         if !during_precopy {
-            return;
+            return Ok(());
         }
-        let t = &shared.throttle;
+        let t = guest.throttle();
         let raise = self.trigger.on_sync(Instant::now(), new, PAGE_SIZE as u64, self.em.link.transferred, t.get());
         self.em.stats.dirty_pages_rate = self.trigger.dirty_pages_rate;
         if let Some(pct) = raise.filter(|_| self.cfg.auto_converge) {
             t.set(pct);
             self.em.stats.throttle_max_pct = self.em.stats.throttle_max_pct.max(pct);
         }
+        Ok(())
     }
 
     /// Takes the next page to send: the next set bit from the cursor

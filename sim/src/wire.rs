@@ -11,6 +11,8 @@
 //!   flags COMPRESS_PAGE 0x100  payload: be32 len, len bytes of one zlib stream
 //!                              (RFC 1950; what qemu_compress_data() emits)
 //!   flags END           0x200  payload: none (vmig-sim's; QEMU ends with QEMU_VM_EOF)
+//!   flags DEVICE        0x400  payload: be32 len, len bytes of vCPU state (vmig-sim's;
+//!                              QEMU sends device sections after RAM's last pass)
 //! ```
 //!
 //! The flag values are QEMU's `RAM_SAVE_FLAG_*`. QEMU also names the RAM
@@ -36,6 +38,10 @@ pub const FLAG_EOS: u64 = 0x010;
 pub const FLAG_COMPRESS_PAGE: u64 = 0x100;
 /// End of the stream.
 pub const FLAG_END: u64 = 0x200;
+/// vCPU state of the KVM guest (vmig-sim's).
+pub const FLAG_DEVICE: u64 = 0x400;
+/// Largest device record: 64 vCPUs of well under 1 KiB of state each.
+pub const MAX_DEVICE_LEN: u32 = 1 << 20;
 const FLAG_MASK: u64 = 0xfff;
 /// Largest zlib stream accepted for one page: zlib's compressBound(page)
 /// (len + len/4096*... ≈ len + 0.1% + 13), rounded up generously.
@@ -80,6 +86,13 @@ pub fn put_eos(out: &mut Vec<u8>) {
     put_word(out, 0, FLAG_EOS);
 }
 
+/// Appends a device-state record.
+pub fn put_device(out: &mut Vec<u8>, data: &[u8]) {
+    put_word(out, 0, FLAG_DEVICE);
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(data);
+}
+
 /// Appends the end-of-stream record.
 pub fn put_end(out: &mut Vec<u8>) {
     put_word(out, 0, FLAG_END);
@@ -97,6 +110,9 @@ pub enum Record {
     /// Compressed page `page` of `len` bytes, in the buffer.
     #[allow(missing_docs)]
     Compressed { page: u64, len: u32 },
+    /// vCPU state of `len` bytes, in the buffer.
+    #[allow(missing_docs)]
+    Device { len: u32 },
     /// End of a round.
     Eos,
     /// End of stream.
@@ -152,6 +168,17 @@ pub fn read_record(r: &mut impl Read, nr_pages: u64, buf: &mut Vec<u8>) -> io::R
             buf.resize(len as usize, 0);
             r.read_exact(buf)?;
             Ok(Record::Compressed { page: in_range(page)?, len })
+        }
+        FLAG_DEVICE => {
+            let mut l = [0u8; 4];
+            r.read_exact(&mut l)?;
+            let len = u32::from_be_bytes(l);
+            if len > MAX_DEVICE_LEN {
+                return Err(bad(format!("device record of {len} bytes")));
+            }
+            buf.resize(len as usize, 0);
+            r.read_exact(buf)?;
+            Ok(Record::Device { len })
         }
         FLAG_EOS => Ok(Record::Eos),
         FLAG_END => Ok(Record::End),

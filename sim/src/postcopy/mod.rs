@@ -151,7 +151,7 @@ pub fn run(cfg: &SimConfig, corpus: &Corpus, progress: &mut dyn FnMut(&Progress)
             None,
             None,
             verification,
-            &shared,
+            &crate::report::GuestCounters::of_sim(&shared),
             guest_writes,
             guest_s,
             &fill,
