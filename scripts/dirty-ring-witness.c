@@ -23,6 +23,10 @@
  * Build: cc -O2 -pthread -o dirty-ring-witness scripts/dirty-ring-witness.c
  * Run:   ./dirty-ring-witness [--trials N] [--iters N] [--reaper-ms N]
  *                             [--ring N] [--split] [--no-kick] [--workaround]
+ *                             [--wa-no-reprotect] [--wa-no-unstick]
+ * --workaround detects an overrun of the ring and recovers (write-protect
+ * every page again, mark every page dirty, hand a hole back to KVM); the
+ * --wa-no-* options leave one part out, to show that each is needed.
  * Exit:  0 no page lost in any trial, 1 pages lost, 2 bad usage,
  *        77 /dev/kvm or the dirty ring unavailable (prints SKIP:).
  */
@@ -87,7 +91,7 @@ static pthread_t vcpu_thread;
 static atomic_int stop_req, parked, quit;
 static atomic_ulong ring_full_exits, reaps, reaped, io_exits, eintr_resets;
 static unsigned long full_passes, short_resets, holes_total, recoveries;
-static int workaround, logging;
+static int workaround, logging, no_reprotect, no_unstick;
 static uint64_t stop_rax, prev_rax;
 static int reaper_ms = 1000;
 static int kick_on_sync = 1;
@@ -118,7 +122,7 @@ static void set_slot(struct slot *s, uint32_t flags)
 static void recover_locked(void)
 {
     for (int i = 0; i < nslots; i++) {
-        if (logging) {
+        if (logging && !no_reprotect) {
             set_slot(&slots[i], 0);
             set_slot(&slots[i], KVM_MEM_LOG_DIRTY_PAGES);
         }
@@ -173,7 +177,7 @@ static uint32_t reap_locked(int vcpu_out)
     uint32_t count = 0, holes = 0;
     int suspect = 0;
 
-    if (workaround && vcpu_out) {
+    if (workaround && vcpu_out && !no_unstick) {
         holes = unstick_locked();
         if (holes) {
             holes_total += holes;
@@ -489,11 +493,18 @@ int main(int argc, char **argv)
             split = 1;
         } else if (!strcmp(argv[i], "--workaround")) {
             workaround = 1;
+        } else if (!strcmp(argv[i], "--wa-no-reprotect")) {
+            /* ablation: recover by marking all dirty only */
+            workaround = no_reprotect = 1;
+        } else if (!strcmp(argv[i], "--wa-no-unstick")) {
+            /* ablation: no hole hand-back */
+            workaround = no_unstick = 1;
         } else if (!strcmp(argv[i], "--no-kick")) {
             kick_on_sync = 0;
         } else {
             fprintf(stderr, "usage: %s [--trials N] [--iters N] [--reaper-ms N] "
-                    "[--ring N] [--split] [--no-kick] [--workaround]\n", argv[0]);
+                    "[--ring N] [--split] [--no-kick] [--workaround]\n"
+                    "       [--wa-no-reprotect] [--wa-no-unstick]\n", argv[0]);
             return 2;
         }
     }
