@@ -55,7 +55,7 @@
 /* the low slot ends where PC RAM does (0xa0000) with --split */
 #define LOW_END 0xa0000UL
 
-/* the sweep loop of a-b-bootblock.S, assembled (see docs/dirty-ring-bug.md) */
+/* the sweep loop of a-b-bootblock.S, assembled with as --32 */
 static const uint8_t guest_code[] = {
     0xb8, 0x00, 0x00, 0x10, 0x00,   /* outer: mov $0x100000,%eax */
     0xfe, 0x00,                     /* inner: incb (%eax) */
@@ -344,9 +344,7 @@ static uint64_t sync_and_copy(void)
     uint64_t n = 0;
 
     if (kick_on_sync && !stop_req) {
-        /* kvm_cpu_synchronize_kick_all: the vCPU returns to userspace once */
-        unsigned long before = io_exits;
-        (void)before;
+        /* like kvm_cpu_synchronize_kick_all, but without waiting */
         kick_vcpu();
     }
     pthread_mutex_lock(&lock);
