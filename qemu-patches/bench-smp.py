@@ -26,7 +26,7 @@ stock and patched interleaved in every round (same load for both):
              vCPUs can show.
 
 Usage: bench-smp.py STOCK_BINARY PATCHED_BINARY [LABEL]
-Environment: BENCH_ROUNDS (2), BENCH_VCPUS (2), BENCH_ONLY (ring-full,throttle),
+Environment: BENCH_ROUNDS (2), BENCH_VCPUS (2), SMP_BENCH_ONLY (ring-full,throttle),
 RING_RATES (comma-separated pages/s per vCPU, default 2000,8000,32000).
 """
 import json
@@ -46,7 +46,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 VCPUS = int(os.environ.get("BENCH_VCPUS", "2"))
 RING_RATES = [int(x) for x in os.environ.get("RING_RATES", "2000,8000,32000").split(",")]
 SECTIONS = ("ring-full", "throttle")
-ONLY = [x for x in os.environ.get("BENCH_ONLY", ",".join(SECTIONS)).split(",") if x]
+ONLY = [x for x in os.environ.get("SMP_BENCH_ONLY", ",".join(SECTIONS)).split(",") if x]
 # Layout of the guest (qemu-patches/guest/smp-dirty.S)
 RATE_OFFSET = 0x1f0
 COUNTERS = 0x9000
@@ -216,7 +216,7 @@ def main():
     label = sys.argv[3] if len(sys.argv) > 3 else ""
     unknown = [x for x in ONLY if x not in SECTIONS]
     if unknown:
-        sys.exit(f"BENCH_ONLY: unknown section(s) {unknown}; known: {', '.join(SECTIONS)}")
+        sys.exit(f"SMP_BENCH_ONLY: unknown section(s) {unknown}; known: {', '.join(SECTIONS)}")
     tmp = tempfile.mkdtemp(prefix="vmig-qemu-bench-smp-")
     try:
         sector = build_guest(tmp)

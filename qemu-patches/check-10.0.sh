@@ -450,7 +450,7 @@ main() {
     --bench)
         [ -r /dev/kvm ] && [ -w /dev/kvm ] || die "qemu-bench needs a usable /dev/kvm"
         LD_LIBRARY_PATH=$vmig_lib python3 "$repo/qemu-patches/bench-smp.py" \
-            "$stock_bin" "$patched_bin"
+            "$stock_bin" "$patched_bin" "QEMU 10.0"
         return ;;
     esac
     run_tests
