@@ -5,15 +5,16 @@
 # output, and booted by SeaBIOS from a raw drive.
 #
 # The bootstrap processor enters 32-bit protected mode (flat segments),
-# measures the TSC against PIT channel 2 over 10 ms, then wakes every
+# reads the TSC frequency from KVM's kvmclock parameters, then wakes every
 # other vCPU with INIT and two start-up IPIs into a real-mode trampoline
 # that enters protected mode the same way.  Each vCPU then writes one
 # byte in every 4 KiB page of its own SLICE of memory, in order, round
 # and round: one page every TSC_HZ / RATE ticks when RATE (pages per
 # second per vCPU, the dword at offset RATE_OFFSET of the sector, set by
 # the bench) is non-zero, as fast as it can when it is zero.  A vCPU that
-# falls behind (descheduled, throttled) does not catch up in a burst: it
-# drops the backlog and keeps the rate from then on.
+# falls behind (descheduled by a loaded host) catches up, so the rate holds
+# on average, but by at most BACKLOG_10MS * 10 ms of pages: after a longer
+# pause (the VM stopped, a throttle sleep) it drops the rest of the backlog.
 #
 # What the host can read: on the serial port, 'A' + the vCPU's APIC ID
 # once that vCPU starts dirtying; at COUNTERS + 16 * APIC ID, a dword
@@ -32,7 +33,9 @@
 .set APIC_ICR_LO,  0xfee00300
 .set ICR_INIT_ALL_BUT_SELF, 0x000c4500
 .set ICR_SIPI_ALL_BUT_SELF, 0x000c4600
-.set PIT_10MS,     11932           # 1193182 Hz / 100
+.set MSR_KVM_SYSTEM_TIME_NEW, 0x4b564d01
+.set PVCLOCK,      0xa000          # kvmclock's time info (BSP, once)
+.set BACKLOG_10MS, 10              # catch up on at most 100 ms
 .set COM1,         0x3f8
 
 .code16
@@ -86,32 +89,42 @@ bsp32:
         or      $2, %al
         outb    %al, $0x92
 
-        # TSC ticks in 10 ms: PIT channel 2, mode 0, gate on, speaker off;
-        # its output (port 0x61 bit 5) rises when the count reaches 0.
-        inb     $0x61, %al
-        and     $0xfc, %al
-        or      $1, %al
-        outb    %al, $0x61
-        mov     $0xb0, %al
-        outb    %al, $0x43
-        mov     $(PIT_10MS & 0xff), %al
-        outb    %al, $0x42
-        mov     $(PIT_10MS >> 8), %al
-        outb    %al, $0x42
-        rdtsc
-        mov     %eax, %ebx
-1:      inb     $0x61, %al
-        test    $0x20, %al
-        jz      1b
-        rdtsc
-        sub     %ebx, %eax
-        mov     %eax, tsc_10ms
+        # TSC ticks in 10 ms, from the parameters KVM gives kvmclock
+        # (exact; polling a PIT from a vCPU of a loaded host is not): KVM
+        # fills the pvclock_vcpu_time_info at PVCLOCK with tsc_to_system_mul
+        # (+24) and tsc_shift (+28), ns = ((tsc << shift) * mul) >> 32, so
+        # 10 ms is (10^7 << 32) / mul, shifted back.  mul >= 2^31, so the
+        # quotient fits.  kvmclock is switched off again afterwards.
+        mov     $MSR_KVM_SYSTEM_TIME_NEW, %ecx
+        mov     $(PVCLOCK | 1), %eax
+        xor     %edx, %edx
+        wrmsr
+        mov     $10000000, %edx
+        xor     %eax, %eax
+        divl    PVCLOCK + 24
+        movsbl  PVCLOCK + 28, %ecx
+        test    %ecx, %ecx
+        js      1f
+        shr     %cl, %eax
+        jmp     2f
+1:      neg     %ecx
+        shl     %cl, %eax
+2:      mov     %eax, tsc_10ms
+        mov     $MSR_KVM_SYSTEM_TIME_NEW, %ecx
+        xor     %eax, %eax
+        xor     %edx, %edx
+        wrmsr
+        mov     tsc_10ms, %eax
+        mov     $BACKLOG_10MS, %edx
+        mul     %edx
+        mov     %eax, backlog_max
 
         # period = TSC ticks per page = tsc_10ms * 100 / RATE (0: no wait)
         xor     %ebx, %ebx
         mov     rate, %ecx
         test    %ecx, %ecx
         jz      1f
+        mov     tsc_10ms, %eax
         mov     $100, %edx
         mul     %edx
         div     %ecx
@@ -169,9 +182,9 @@ dirty:
         jns     2f
         pause
         jmp     1b
-2:      test    %edx, %edx                  # a period or more late: drop
-        jnz     3f                          # the backlog, deadline = now
-        cmp     period, %eax
+2:      test    %edx, %edx                  # too far behind: drop the
+        jnz     3f                          # backlog, deadline = now
+        cmp     backlog_max, %eax
         jb      write
 3:      rdtsc
         mov     %eax, 4(%ecx)
@@ -197,6 +210,8 @@ gdtdesc:
 tsc_10ms:
         .long   0
 period:
+        .long   0
+backlog_max:
         .long   0
 
 .org 0x7df0                                 # RATE_OFFSET = 0x1f0
