@@ -42,6 +42,8 @@
 #   FLAKY_TESTS      cases always run FLAKY_RUNS times (default below)
 #   TESTS_FILTER     grep -E pattern: run only the matching cases (for
 #                    development; the verdict then covers only those)
+#   INTEROP_TESTS    cases run patched -> stock and stock -> patched
+#                    (default: dirty_ring, auto_converge, auto_converge/dirty_ring)
 #   TEST_TIMEOUT     seconds per test case run (default 300)
 #   QEMU_JOBS        ninja -j (default: nproc)
 set -euo pipefail
@@ -61,7 +63,7 @@ flaky_tests=${FLAKY_TESTS:-/x86_64/migration/dirty_ring /x86_64/migration/vcpu_d
 # Registered by migration-test only with a usable /dev/kvm and dirty ring.
 kvm_only_tests="/x86_64/migration/dirty_ring /x86_64/migration/vcpu_dirty_limit /x86_64/dirty_limit /x86_64/migration/auto_converge/dirty_ring"
 # Across builds, with the dirty ring and auto-converge at work.
-interop_tests="/x86_64/migration/dirty_ring /x86_64/migration/auto_converge /x86_64/migration/auto_converge/dirty_ring"
+interop_tests=${INTEROP_TESTS:-/x86_64/migration/dirty_ring /x86_64/migration/auto_converge /x86_64/migration/auto_converge/dirty_ring}
 mtest_args=(--full -m slow)
 test_timeout=${TEST_TIMEOUT:-300}
 jobs=${QEMU_JOBS:-$(nproc)}
