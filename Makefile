@@ -9,6 +9,7 @@
 #   make qemu-bench           stock versus patched QEMU on one guest workload
 #                             (7.2 and 10.0: reaper and throttle on an SMP guest)
 #   make qemu-check-10.0      QEMU 10.0 + qemu-patches/10.0 only (docs/qemu10.md)
+#   make qemu-check-10.0-full the same with the whole 10.0 migration-test suite
 
 CARGO     ?= cargo
 PREFIX    ?= /usr/local
@@ -20,7 +21,7 @@ SOMAJOR   := 0
 RELDIR    := target/release
 
 .PHONY: all release demo header check c-tests install uninstall clean qemu-check qemu-bench \
-	qemu-check-10.0
+	qemu-check-10.0 qemu-check-10.0-full
 
 all: release
 
@@ -48,6 +49,10 @@ qemu-check:
 
 qemu-check-10.0:
 	qemu-patches/check-10.0.sh
+
+# The whole 10.0 migration-test suite (55 cases), too long for .ci/run.
+qemu-check-10.0-full:
+	QEMU10_FULL=1 qemu-patches/check-10.0.sh
 
 # Stock versus patched QEMU (qemu-patches/bench.py, bench-smp.py), 7.2 then 10.0.
 qemu-bench:
