@@ -44,7 +44,7 @@
 #   TESTS_FILTER     grep -E pattern: run only the matching cases (for
 #                    development; the verdict then covers only those)
 #   INTEROP_TESTS    cases run patched -> stock and stock -> patched
-#                    (default: dirty_ring, auto_converge, auto_converge/dirty_ring)
+#                    (default: dirty_ring, auto_converge, auto_converge_dirty_ring)
 #   TEST_TIMEOUT     seconds per test case run (default 300)
 #   QEMU_JOBS        ninja -j (default: nproc)
 set -euo pipefail
@@ -62,9 +62,9 @@ flaky_runs=${FLAKY_RUNS:-5}
 # against wall-clock quotas, which a loaded machine upsets.
 flaky_tests=${FLAKY_TESTS:-/x86_64/migration/dirty_ring /x86_64/migration/vcpu_dirty_limit /x86_64/dirty_limit}
 # Registered by migration-test only with a usable /dev/kvm and dirty ring.
-kvm_only_tests="/x86_64/migration/dirty_ring /x86_64/migration/vcpu_dirty_limit /x86_64/dirty_limit /x86_64/migration/auto_converge/dirty_ring"
+kvm_only_tests="/x86_64/migration/dirty_ring /x86_64/migration/vcpu_dirty_limit /x86_64/dirty_limit /x86_64/migration/auto_converge_dirty_ring"
 # Across builds, with the dirty ring and auto-converge at work.
-interop_tests=${INTEROP_TESTS:-/x86_64/migration/dirty_ring /x86_64/migration/auto_converge /x86_64/migration/auto_converge/dirty_ring}
+interop_tests=${INTEROP_TESTS:-/x86_64/migration/dirty_ring /x86_64/migration/auto_converge /x86_64/migration/auto_converge_dirty_ring}
 mtest_args=(--full -m slow)
 # make qemu-check runs the cases the 10.0 series is about: precopy,
 # auto-converge (plain and with the dirty ring), the dirty ring,
@@ -72,7 +72,7 @@ mtest_args=(--full -m slow)
 # zstd).  The whole suite (55 cases, QEMU10_FULL=1, make
 # qemu-check-10.0-full) does not fit .ci/run's 60 minutes next to the 7.2
 # check: docs/qemu10.md, "Time".
-core_tests='/migration/precopy/(unix|tcp)/plain$|/migration/auto_converge(/dirty_ring)?$|/migration/dirty_ring$|/x86_64/dirty_limit$|/migration/vcpu_dirty_limit$|/migration/postcopy/(preempt/)?(recovery/)?plain$|/multifd/tcp/uri/plain/none$|/multifd/tcp/plain/(zlib|zstd)$'
+core_tests='/migration/precopy/(unix|tcp)/plain$|/migration/auto_converge(_dirty_ring)?$|/migration/dirty_ring$|/x86_64/dirty_limit$|/migration/vcpu_dirty_limit$|/migration/postcopy/(preempt/)?(recovery/)?plain$|/multifd/tcp/uri/plain/none$|/multifd/tcp/plain/(zlib|zstd)$'
 if [ "${QEMU10_FULL:-0}" = 1 ]; then
     tests_filter=${TESTS_FILTER:-.}
 else
