@@ -299,12 +299,14 @@ run_case() {
 }
 
 # The failure signature of a failed run's log: its first assertion or
-# error line (migration-test's own, or a QEMU process's), digits removed so
+# error line (migration-test's own, or a QEMU process's; QEMU's warnings,
+# which every run may print, are not failures), digits removed so
 # that line numbers of the two trees compare equal; "timeout" when the run
 # was killed; "skipped" for a skip.
 failure_sig() {
     local logf=$1 line
-    line=$(grep -m1 -E 'Bail out!|ERROR:|[Aa]ssertion|qemu-system-x86_64: ' "$logf" || true)
+    line=$(grep -E 'Bail out!|ERROR:|[Aa]ssertion|qemu-system-x86_64: ' "$logf" |
+               grep -v 'warning:' | head -1 || true)
     if [ -n "$line" ]; then
         echo "$line" | sed -e 's/[0-9]\+/N/g' -e 's|/[^ :]*/||g' | cut -c1-120
     elif grep -q "^ok .*# SKIP" "$logf"; then
