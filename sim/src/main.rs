@@ -477,8 +477,6 @@ fn resolve_guest(cli: &Cli, cfg: &mut SimConfig) -> Result<(), String> {
     // What the KVM guest's VMM (sim/src/kvm/) does not drive yet.
     let sim_only = if cfg.postcopy.is_some() {
         Some("--postcopy")
-    } else if cfg.dirty_tracking == DirtyTracking::Ring {
-        Some("--dirty-tracking ring")
     } else if cfg.populated_bytes.is_some() {
         Some("--populated")
     } else {

@@ -30,6 +30,15 @@ pub fn deliver(scheduler: &DirtyMarker, pages: &[u64]) {
 /// In ring mode, creates the scheduler, points the reaper at it and
 /// returns the migration thread's half; None in bitmap mode.
 pub fn attach(cfg: &SimConfig, log: &mut DirtyLog) -> Result<Option<DirtyTaker>, String> {
+    Ok(scheduler_for(cfg)?.map(|(marker, taker)| {
+        log.feed_scheduler(marker);
+        taker
+    }))
+}
+
+/// In ring mode, the scheduler's two halves for `cfg`'s guest: the
+/// reaper's marker and the migration thread's taker; None in bitmap mode.
+pub fn scheduler_for(cfg: &SimConfig) -> Result<Option<(DirtyMarker, DirtyTaker)>, String> {
     if cfg.dirty_tracking != DirtyTracking::Ring {
         return Ok(None);
     }
@@ -37,9 +46,7 @@ pub fn attach(cfg: &SimConfig, log: &mut DirtyLog) -> Result<Option<DirtyTaker>,
         first_pass_stretch: cfg.first_pass_stretch,
         ..DirtyConfig::new(cfg.nr_pages(), cfg.dirty_queue_capacity())
     };
-    let (marker, taker) = scheduler(&config).map_err(|e| format!("dirty scheduler: {e}"))?;
-    log.feed_scheduler(marker);
-    Ok(Some(taker))
+    scheduler(&config).map(Some).map_err(|e| format!("dirty scheduler: {e}"))
 }
 
 /// The scheduler's counters in the report (ring mode).

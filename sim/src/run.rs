@@ -24,11 +24,8 @@ pub fn run(cfg: &SimConfig, corpus: &Corpus, progress: &mut dyn FnMut(&Progress)
     cfg.validate()?;
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
     if cfg.guest == crate::config::GuestKind::Kvm {
-        if cfg.postcopy.is_some()
-            || cfg.dirty_tracking != crate::config::DirtyTracking::Bitmap
-            || cfg.populated_bytes.is_some()
-        {
-            return Err("the KVM guest supports neither postcopy, nor ring dirty tracking, nor --populated yet".into());
+        if cfg.postcopy.is_some() || cfg.populated_bytes.is_some() {
+            return Err("the KVM guest supports neither postcopy nor --populated yet".into());
         }
         return crate::kvm::run::run(cfg, corpus, progress);
     }

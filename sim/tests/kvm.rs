@@ -8,7 +8,7 @@
 
 use std::process::Command;
 
-use vmig_sim::config::{GuestKind, SimConfig};
+use vmig_sim::config::{DirtyTracking, GuestKind, SimConfig};
 use vmig_sim::report::Verification;
 
 fn kvm_usable() -> bool {
@@ -70,6 +70,36 @@ fn a_dirtied_page_never_harvested_fails_verification() {
     assert!(!r.ok());
 }
 
+#[test]
+fn kvm_guest_migrates_in_ring_mode_from_the_real_rings() {
+    if !kvm_usable() {
+        return;
+    }
+    // The reaper marks each harvested page into vmig::dirty; no bitmap.
+    let r = run(&SimConfig { dirty_tracking: DirtyTracking::Ring, ..short() });
+    assert_eq!(r.guest.kind, "kvm");
+    assert_eq!(r.status, "completed", "{:?}", r.status_detail);
+    assert!(matches!(r.verification, Verification::Match { .. }), "{:?}", r.verification);
+    assert_eq!(r.guest.self_check, "pass", "{:?}", r.guest.self_check_detail);
+    let s = r.source.dirty_scheduler.as_ref().expect("ring mode reports its scheduler");
+    assert!(s.marks > 0, "the real rings fed the scheduler: {s:?}");
+    assert_eq!(s.from_background, short().nr_pages(), "the first pass covers RAM once");
+}
+
+#[test]
+fn ring_mode_drops_no_page_of_a_kvm_guest_either() {
+    if !kvm_usable() {
+        return;
+    }
+    // The same fault as above, in ring mode: the page never reaches the
+    // scheduler after its first pass, so verification must fail there too.
+    let r = run(&SimConfig { dirty_tracking: DirtyTracking::Ring, fault_unharvested_page: Some(256), ..short() });
+    match r.verification {
+        Verification::Mismatch { first_page, .. } => assert_eq!(first_page, 256),
+        v => panic!("verification must fail: {v:?} ({})", r.status),
+    }
+}
+
 fn sim(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_vmig-sim")).args(args).output().expect("run vmig-sim")
 }
@@ -114,4 +144,12 @@ fn guest_auto_falls_back_to_the_simulated_guest_and_says_so() {
     assert!(err.contains("simulated guest"), "{err}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     assert_eq!(v["guest"]["kind"], "sim");
+}
+
+#[test]
+fn guest_kvm_with_postcopy_exits_2_and_auto_falls_back() {
+    let out = sim(&["--guest", "kvm", "--postcopy", "preempt-full"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--guest kvm does not support --postcopy"), "{err}");
 }

@@ -67,7 +67,7 @@ impl Rig {
         let khz = tsc_khz(&c.device)?;
         let p = pacing(khz, 1);
         layout.install(&ram, 0, p.max_lag, p.window);
-        let opts = GuestOpts { seed: 1, drop_page: None, pin: c.pin, tsc_khz: khz };
+        let opts = GuestOpts { seed: 1, drop_page: None, pin: c.pin, tsc_khz: khz, scheduler: None };
         let mut guest = KvmGuest::start(vm, ram.clone(), layout.clone(), c.throttle, c.reaper, opts)?;
         if c.logging {
             guest.start_logging()?;

@@ -29,6 +29,8 @@ struct Tracking {
     dirty: AtomicBitmap,
     /// Test-only: entries of this page are dropped.
     drop_page: Option<u64>,
+    /// Ring mode: the scheduler harvested pages are marked into.
+    scheduler: Option<vmig::dirty::DirtyMarker>,
     /// Ring-full exits seen by a sync's harvest, for the reaper's next
     /// update (the controller must see every exit). Relaxed: a counter.
     unreported_full: AtomicU64,
@@ -42,8 +44,15 @@ struct Tracking {
 
 impl Tracking {
     fn harvest(&self) -> Result<vmig::kvm::Harvest, String> {
+        // Ring mode: the harvest's pages, marked into the scheduler once the
+        // harvest (and its KVM_RESET_DIRTY_RINGS) is done.
+        let mut marks = Vec::new();
         let mut sink = |g: DirtyGfn| {
             if Some(g.offset) == self.drop_page || g.offset >= self.dirty.len() {
+                return;
+            }
+            if self.scheduler.is_some() {
+                marks.push(g.offset);
                 return;
             }
             let (w, bit) = ((g.offset / 64) as usize, 1u64 << (g.offset % 64));
@@ -53,6 +62,12 @@ impl Tracking {
             self.dirty.word(w).fetch_or(bit, Ordering::Release);
         };
         let h = self.rings.harvest(&mut sink).map_err(|e| format!("dirty ring harvest: {e}"))?;
+        if let Some(m) = &self.scheduler {
+            // After the reset: a later guest write to one of these pages is
+            // logged (and marked) again. The mark's Q1 (Release) publishes
+            // the guest's writes to the migration thread (ring_tracking).
+            crate::ring_tracking::deliver(m, &marks);
+        }
         // Relaxed: a statistic.
         self.peak_fill.fetch_max(h.max_fill, Ordering::Relaxed);
         Ok(h)
@@ -83,7 +98,7 @@ impl Tracking {
 }
 
 /// How to start a [`KvmGuest`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct GuestOpts {
     /// Seeds each vCPU's PRNG.
     pub seed: u64,
@@ -93,6 +108,9 @@ pub struct GuestOpts {
     pub pin: bool,
     /// Guest TSC, kHz (for parking).
     pub tsc_khz: u64,
+    /// `--dirty-tracking ring`: harvested pages go to this scheduler
+    /// instead of the dirty bitmap (`crate::ring_tracking`).
+    pub scheduler: Option<vmig::dirty::DirtyMarker>,
 }
 
 /// A running source KVM guest.
@@ -148,7 +166,7 @@ impl KvmGuest {
         reaper: Arc<dyn ReaperCtl>,
         opts: GuestOpts,
     ) -> Result<KvmGuest, String> {
-        let GuestOpts { seed, drop_page, pin, tsc_khz } = opts;
+        let GuestOpts { seed, drop_page, pin, tsc_khz, scheduler } = opts;
         install_kick_handler();
         let rings = vm.rings.clone().ok_or("source VM without dirty rings")?;
         let track = Arc::new(Tracking {
@@ -156,6 +174,7 @@ impl KvmGuest {
             reaper: reaper.clone(),
             dirty: AtomicBitmap::new(ram.pages()),
             drop_page,
+            scheduler,
             unreported_full: AtomicU64::new(0),
             peak_fill: AtomicU64::new(0),
             wakeups: AtomicU64::new(0),
@@ -302,6 +321,19 @@ impl KvmGuest {
 impl RunningGuest for KvmGuest {
     fn start_logging(&mut self) -> Result<(), String> {
         self.vm.start_logging()
+    }
+
+    fn reap(&mut self) -> Result<(), String> {
+        if self.track.scheduler.is_none() {
+            return Err("this KVM guest was started without a dirty-page scheduler".into());
+        }
+        let h = self.track.harvest()?;
+        // Relaxed: a counter.
+        self.track.unreported_full.fetch_add(h.ring_full_exits, Ordering::Relaxed);
+        match self.error() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     fn sync_into(&mut self, bmap: &mut PageBitmap) -> Result<u64, String> {

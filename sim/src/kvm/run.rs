@@ -53,9 +53,10 @@ pub fn run(cfg: &SimConfig, corpus: &Corpus, progress: &mut dyn FnMut(&Progress)
             .map_err(|e| e.to_string())?;
         let sock = TcpStream::connect(addr).map_err(|e| format!("connect to destination: {e}"))?;
         let link = Link::new(sock, cfg.bandwidth);
-        let opts = GuestOpts { seed: cfg.seed, drop_page: cfg.fault_unharvested_page, pin: false, tsc_khz };
+        let (scheduler, taker) = crate::ring_tracking::scheduler_for(cfg)?.unzip();
+        let opts = GuestOpts { seed: cfg.seed, drop_page: cfg.fault_unharvested_page, pin: false, tsc_khz, scheduler };
         let mut guest = KvmGuest::start(src_vm, src.clone(), layout.clone(), throttle, reaper, opts)?;
-        let source = Source::new(cfg, &src, comp, link);
+        let source = Source::new(cfg, &src, comp, link).with_scheduler(taker);
         let (mut status, st, comp_stats) = source.run(&mut guest, &done_rx, progress);
         guest.stop();
         if let (Status::Completed, Some(e)) = (&status, guest.error()) {
