@@ -60,19 +60,6 @@
 // QEMU's timeslice (CPU_THROTTLE_TIMESLICE_NS), a sensible timeslice_ns.
 #define VMIG_THROTTLE_QEMU_TIMESLICE_NS 10000000
 
-// Smallest ring on a 4 KiB-page host, entries (one page; see
-// [`min_ring_entries`] for the running host's value).
-#define MIN_RING_ENTRIES 256
-
-
-
-// `KVM_DIRTY_GFN_F_DIRTY` (include/uapi/linux/kvm.h): the kernel published
-// this entry.
-#define DIRTY_GFN_F_DIRTY (1 << 0)
-
-// `KVM_DIRTY_GFN_F_RESET`: userspace harvested this entry and hands it back.
-#define DIRTY_GFN_F_RESET (1 << 1)
-
 // How the reaper chooses its next interval.
 typedef enum vmig_reaper_policy {
   // A constant interval (fixed_interval_us): QEMU's `sleep(1)` today.

@@ -53,6 +53,7 @@ pub mod error;
 pub mod ffi;
 /// cbindgen:ignore
 pub mod guest_mem;
+/// cbindgen:ignore
 #[cfg(all(feature = "kvm", target_os = "linux", target_arch = "x86_64"))]
 pub mod kvm;
 /// cbindgen:ignore
