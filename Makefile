@@ -47,11 +47,12 @@ header:
 check:
 	scripts/check.sh
 
-# Needs root (apt-get); both series: 7.2 (20 min on 2 idle cores, up to 45
-# busy; docs/qemu.md), then 10.0 (docs/qemu10.md). Both run; either failing
-# fails the target.
+# Needs root (apt-get); the 7.2 series (20 min on 2 idle cores, up to 45
+# busy; docs/qemu.md). The 10.0 series has its own target below: its
+# check is not yet proven on an idle machine (docs/qemu10.md), so CI's
+# qemu-check does not run it.
 qemu-check:
-	@rc=0; qemu-patches/check.sh || rc=1; qemu-patches/check-10.0.sh || rc=1; exit $$rc
+	qemu-patches/check.sh
 
 qemu-check-10.0:
 	qemu-patches/check-10.0.sh
