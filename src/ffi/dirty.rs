@@ -119,8 +119,8 @@ pub unsafe extern "C" fn vmig_dirty_free(d: *mut vmig_dirty) {
 #[no_mangle]
 pub unsafe extern "C" fn vmig_dirty_mark(d: *mut vmig_dirty, page: u64) -> i32 {
     catch_int(|| {
-        // SAFETY: per this function's contract.
         let call = || format!("vmig_dirty_mark({d:p}, page {page})");
+        // SAFETY: per this function's contract.
         let h = unsafe { dirty(d) }.map_err(|e| e.in_call(call))?;
         h.marker.mark(page).map_err(|e| e.in_call(call))?;
         Ok(0)

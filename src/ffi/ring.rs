@@ -289,8 +289,8 @@ pub unsafe extern "C" fn vmig_ring_empty(ring: *const vmig_ring) -> bool {
 /// `ring` is NULL or a live ring handle.
 #[no_mangle]
 pub unsafe extern "C" fn vmig_ring_full(ring: *const vmig_ring) -> bool {
-    // SAFETY: per this function's contract.
     catch_or_err(false, || {
+        // SAFETY: per this function's contract.
         unsafe { ring_ref(ring, || format!("vmig_ring_full({ring:p})")) }.map(|r| r.count() == r.capacity())
     })
 }
