@@ -40,6 +40,26 @@ pub struct DestStats {
 /// The destination's verdict, sent once the stream ends or fails.
 pub type DestDone = Result<DestStats, String>;
 
+/// Starts [`serve`] on a thread named `destination` in `scope` and connects
+/// the source's link to it at `bandwidth` bytes/s: the set-up every run path
+/// (simulated guest, KVM guest) shares.
+pub fn spawn_and_connect<'scope, 'env>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    listener: TcpListener,
+    ram: &'env GuestRam,
+    decomp: Box<dyn Decompressor + 'env>,
+    done: Sender<DestDone>,
+    bandwidth: u64,
+) -> Result<(std::thread::ScopedJoinHandle<'scope, ()>, crate::link::Link), String> {
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let dest = std::thread::Builder::new()
+        .name("destination".into())
+        .spawn_scoped(scope, move || serve(listener, ram, decomp, done))
+        .map_err(|e| e.to_string())?;
+    let sock = std::net::TcpStream::connect(addr).map_err(|e| format!("connect to destination: {e}"))?;
+    Ok((dest, crate::link::Link::new(sock, bandwidth)))
+}
+
 /// Serves one incoming migration on `listener` into `ram`; reports on `done`.
 pub fn serve(listener: TcpListener, ram: &GuestRam, mut decomp: Box<dyn Decompressor + '_>, done: Sender<DestDone>) {
     let r = receive(listener, ram, decomp.as_mut());

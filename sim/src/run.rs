@@ -1,7 +1,7 @@
 //! One whole simulated migration: build the source guest, start the
 //! destination, migrate, verify, report.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
@@ -11,7 +11,6 @@ use crate::content::Corpus;
 use crate::dirty::DirtyLog;
 use crate::engines::{Compressor, Decompressor, GuestThrottle, ReaperCtl};
 use crate::guest::{Guest, GuestShared, Workload};
-use crate::link::Link;
 use crate::memory::GuestRam;
 use crate::report::{Report, Verification};
 use crate::source::{Progress, Source, Status};
@@ -60,7 +59,6 @@ pub fn run_with_compressor(
     let decomp: Box<dyn Decompressor> = stacks::decompressor(cfg)?;
 
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listen on loopback: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (done_tx, done_rx) = mpsc::channel();
 
     let shared = Arc::new(GuestShared {
@@ -82,12 +80,7 @@ pub fn run_with_compressor(
 
     let result = std::thread::scope(|scope| -> Result<Report, String> {
         let dst_ref = &dst;
-        let dest = std::thread::Builder::new()
-            .name("destination".into())
-            .spawn_scoped(scope, move || crate::dest::serve(listener, dst_ref, decomp, done_tx))
-            .map_err(|e| e.to_string())?;
-        let sock = TcpStream::connect(addr).map_err(|e| format!("connect to destination: {e}"))?;
-        let link = Link::new(sock, cfg.bandwidth);
+        let (dest, link) = crate::dest::spawn_and_connect(scope, listener, dst_ref, decomp, done_tx, cfg.bandwidth)?;
         let guest_start = Instant::now();
         let mut guest = Guest::start(shared.clone(), vcpu_ends, workload).map_err(|e| e.to_string())?;
         let source = Source::new(cfg, &src, comp, link).with_scheduler(taker);

@@ -2,7 +2,7 @@
 //! migrate with the same migration thread as the simulated guest, verify
 //! byte for byte, then resume the destination and run its self-check.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,6 @@ use super::vm::{VcpuState, Vm};
 use crate::config::SimConfig;
 use crate::content::Corpus;
 use crate::engines::{GuestThrottle, ReaperCtl};
-use crate::link::Link;
 use crate::memory::GuestRam;
 use crate::report::{GuestReport, Report, Verification};
 use crate::running::RunningGuest;
@@ -42,17 +41,11 @@ pub fn run(cfg: &SimConfig, corpus: &Corpus, progress: &mut dyn FnMut(&Progress)
     let comp = stacks::compressor(cfg)?;
     let decomp = stacks::decompressor(cfg)?;
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("listen on loopback: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (done_tx, done_rx) = mpsc::channel();
 
     std::thread::scope(|scope| -> Result<Report, String> {
         let dst_ref: &GuestRam = &dst;
-        let dest = std::thread::Builder::new()
-            .name("destination".into())
-            .spawn_scoped(scope, move || crate::dest::serve(listener, dst_ref, decomp, done_tx))
-            .map_err(|e| e.to_string())?;
-        let sock = TcpStream::connect(addr).map_err(|e| format!("connect to destination: {e}"))?;
-        let link = Link::new(sock, cfg.bandwidth);
+        let (dest, link) = crate::dest::spawn_and_connect(scope, listener, dst_ref, decomp, done_tx, cfg.bandwidth)?;
         let (scheduler, taker) = crate::ring_tracking::scheduler_for(cfg)?.unzip();
         let opts = GuestOpts { seed: cfg.seed, drop_page: cfg.fault_unharvested_page, pin: false, tsc_khz, scheduler };
         let mut guest = KvmGuest::start(src_vm, src.clone(), layout.clone(), throttle, reaper, opts)?;
