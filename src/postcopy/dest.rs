@@ -246,6 +246,7 @@ impl PostcopyDest {
             if self.placed.test(page) {
                 // The copy finished after this fault was queued; the copy's
                 // wake may have missed a thread that had not slept yet.
+                // Relaxed: a statistic.
                 self.stale_wakes.fetch_add(1, Ordering::Relaxed);
                 let start = self.base + page as usize * self.page_size;
                 self.uffd.wake(start, self.page_size).map_err(|e| Error::os(&e, "UFFDIO_WAKE"))?;
