@@ -118,7 +118,13 @@ fn requested_twice_and_streamed_is_placed_exactly_once() {
             let (d, q, stop, placed, dups) = (&d, &queue, &stop, &placed_by_us, &dups);
             s.spawn(move || {
                 let mut next = 0;
-                while !stop.load(Ordering::Acquire) {
+                loop {
+                    // Read `stop` before taking the batch: its Acquire pairs
+                    // with the fault service's Release store after its last
+                    // push, so once it reads true this batch holds every
+                    // request and the thread drains them before leaving
+                    // (leaving on the flag alone lost the last requests).
+                    let done = stop.load(Ordering::Acquire);
                     let batch: Vec<u64> = q.lock().unwrap()[next..].to_vec();
                     next += batch.len();
                     for p in batch {
@@ -126,6 +132,9 @@ fn requested_twice_and_streamed_is_placed_exactly_once() {
                             Placement::Placed => placed.fetch_add(1, Ordering::Relaxed),
                             Placement::Duplicate => dups.fetch_add(1, Ordering::Relaxed),
                         };
+                    }
+                    if done {
+                        break;
                     }
                     std::thread::yield_now();
                 }
