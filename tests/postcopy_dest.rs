@@ -140,9 +140,18 @@ fn requested_twice_and_streamed_is_placed_exactly_once() {
                 }
             });
         }
-        // Background stream: every page, slowly enough that requests matter.
-        let (d, placed, dups) = (&d, &placed_by_us, &dups);
+        // Background stream: every page, slowly enough that requests
+        // matter. It starts after the first request, so some page is
+        // always requested however the host schedules the touchers (on a
+        // loaded machine the stream once placed every page before any
+        // toucher ran).
+        let (d, placed, dups, seen) = (&d, &placed_by_us, &dups, &requests_seen);
         s.spawn(move || {
+            // Relaxed: only waits for the count to move; the pages' state
+            // is read through the engine's own synchronisation.
+            while seen.load(Ordering::Relaxed) == 0 {
+                std::thread::yield_now();
+            }
             for p in 0..pages {
                 match d.place(p as u64, &page_data(p)).unwrap() {
                     Placement::Placed => placed.fetch_add(1, Ordering::Relaxed),

@@ -90,6 +90,19 @@ pub trait GuestThrottle: Send + Sync {
     fn vcpu_run(&self, vcpu: u32);
     /// Ends any throttle sleep now (VM stop).
     fn kick_all(&self);
+    /// Whether the throttle keeps a due time per vCPU
+    /// ([`vcpu_due_ns`](Self::vcpu_due_ns)), so a VMM kicks each vCPU when
+    /// its sleep falls due; otherwise it kicks every vCPU once per
+    /// timeslice (QEMU's VM-wide throttle timer).
+    fn per_vcpu_due(&self) -> bool {
+        false
+    }
+    /// When vCPU `vcpu` must next reach a safe point, CLOCK_MONOTONIC ns
+    /// (0: now), or `None` (off, or asleep); only if
+    /// [`per_vcpu_due`](Self::per_vcpu_due).
+    fn vcpu_due_ns(&self, _vcpu: u32) -> Option<u64> {
+        None
+    }
 }
 
 /// The one compressor adapter: a [`CompressEngine`] (vmig's pool or the

@@ -81,7 +81,13 @@ pub struct VmigThrottle {
 impl VmigThrottle {
     /// A throttle for `vcpus` vCPUs with QEMU's 10 ms timeslice.
     pub fn new(vcpus: u32) -> Result<Self, String> {
-        Throttle::new(vcpus, QEMU_TIMESLICE_NS)
+        Self::with_timeslice(vcpus, QEMU_TIMESLICE_NS)
+    }
+
+    /// A throttle for `vcpus` vCPUs running `timeslice_ns` between sleeps
+    /// (`vmig-kvm-bench throttle --timeslice-ms`).
+    pub fn with_timeslice(vcpus: u32, timeslice_ns: u64) -> Result<Self, String> {
+        Throttle::new(vcpus, timeslice_ns)
             .map(|t| VmigThrottle { t, vcpus })
             .map_err(|e| format!("vmig throttle: {e}"))
     }
@@ -103,5 +109,12 @@ impl GuestThrottle for VmigThrottle {
         for v in 0..self.vcpus {
             let _ = self.t.kick(v);
         }
+    }
+    fn per_vcpu_due(&self) -> bool {
+        true
+    }
+    fn vcpu_due_ns(&self, vcpu: u32) -> Option<u64> {
+        // Only fails for an out-of-range vCPU index, which run() never uses.
+        self.t.vcpu_due_ns(vcpu).ok().flatten()
     }
 }

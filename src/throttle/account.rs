@@ -135,6 +135,19 @@ impl VcpuAccount {
         }
     }
 
+    /// When the vCPU should next be brought to a safe point under `s`
+    /// (which is on): its due time while running in the current regime;
+    /// 0 (now) when it has not seen `s` yet (never measured, or `s` is a
+    /// new regime it must start); `None` while it sleeps.
+    pub fn kick_due_ns(&self, s: &Setting) -> Option<u64> {
+        match self.phase {
+            Phase::Sleeping { .. } => None,
+            _ if s.gen != self.gen => Some(0),
+            Phase::Off => Some(0),
+            Phase::Running { .. } => self.due_ns(s),
+        }
+    }
+
     /// Ends the run phase at `now` and returns the sleep owed, ns (0 when
     /// off, on the first call, or when earlier oversleep covers it).
     /// Called twice without [`end_sleep`](Self::end_sleep), the previous
@@ -190,6 +203,23 @@ mod tests {
 
     fn set(pct: u32, gen: u64) -> Setting {
         Setting { pct, gen, timeslice_ns: 10 * MS }
+    }
+
+    #[test]
+    fn kick_due_follows_the_phase_and_the_regime() {
+        let mut a = VcpuAccount::default();
+        let s1 = set(50, 1);
+        assert_eq!(a.kick_due_ns(&s1), Some(0), "never measured: kick now");
+        assert_eq!(a.begin_sleep(5 * MS, &s1), 0);
+        assert_eq!(a.kick_due_ns(&s1), Some(15 * MS), "one timeslice after the run began");
+        assert_eq!(a.begin_sleep(15 * MS, &s1), 10 * MS);
+        assert_eq!(a.kick_due_ns(&s1), None, "asleep: no kick");
+        assert_eq!(a.end_sleep(25 * MS, &s1), 35 * MS);
+        assert_eq!(a.kick_due_ns(&s1), Some(35 * MS));
+        let s2 = set(20, 2);
+        assert_eq!(a.kick_due_ns(&s2), Some(0), "a new regime starts at the next safe point");
+        a.sync(&s2, 30 * MS);
+        assert_eq!(a.kick_due_ns(&s2), Some(40 * MS), "the run restarted at the change");
     }
 
     #[test]

@@ -259,6 +259,38 @@ impl Throttle {
         Ok(woken == Woken::Kicked)
     }
 
+    /// For a VMM that kicks its vCPUs to their safe point (as QEMU kicks a
+    /// vCPU out of `KVM_RUN` for its throttle timer): when `vcpu`'s next
+    /// sleep falls due, CLOCK_MONOTONIC ns ([`monotonic_ns`]). `Some(0)`
+    /// when the vCPU must reach a safe point now without a sleep being due
+    /// (the throttle was turned on or changed since its last call, so its
+    /// account starts a new run there); `None` when the throttle is off or
+    /// the vCPU is asleep in [`vcpu_run`](Self::vcpu_run) (no kick needed:
+    /// the sleep ends by itself). Kicking at this time instead of on a
+    /// fixed period makes every kick end in a sleep: one exit per throttle
+    /// cycle (docs/kvm.md, "Kicks from the per-vCPU due time").
+    ///
+    /// Thread-safety: any thread (takes the vCPU's mutex briefly).
+    ///
+    /// ```
+    /// let t = vmig::throttle::Throttle::new(1, 10_000_000).unwrap();
+    /// assert_eq!(t.vcpu_due_ns(0).unwrap(), None, "off");
+    /// t.set(50).unwrap();
+    /// assert_eq!(t.vcpu_due_ns(0).unwrap(), Some(0), "must start measuring");
+    /// assert!(!t.vcpu_run(0).unwrap());
+    /// let due = t.vcpu_due_ns(0).unwrap().unwrap();
+    /// assert!(due > vmig::throttle::monotonic_ns() - 10_000_000);
+    /// assert!(t.vcpu_due_ns(1).is_err());
+    /// ```
+    pub fn vcpu_due_ns(&self, vcpu: u32) -> Result<Option<u64>> {
+        let slot = self.slot(vcpu)?;
+        let s = self.setting();
+        if s.pct == 0 {
+            return Ok(None);
+        }
+        Ok(slot.account.lock().kick_due_ns(&s))
+    }
+
     /// Ends `vcpu`'s current [`vcpu_run`](Self::vcpu_run) sleep early, or
     /// its next one at once if it is not sleeping (the kick is kept until a
     /// sleep consumes it). The time not slept is owed later (at most one

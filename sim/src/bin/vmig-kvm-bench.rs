@@ -3,20 +3,24 @@
 //! ```text
 //! vmig-kvm-bench reaper   [--secs S] [--high R] [--burst R] [--burst-low R]
 //!                                                ring-full exits, stall, wake-ups per policy and profile
-//! vmig-kvm-bench throttle [--vcpus N] [--secs S] guest progress against the unthrottled baseline
+//! vmig-kvm-bench throttle [--vcpus N] [--secs S] [--targets P,P,...] [--timeslice-ms T]
+//!                                                guest progress against the unthrottled baseline
 //! vmig-kvm-bench repeat   [--runs N] [--mem MiB] [--compress-threads N]
 //!                                                consecutive verified migrations: pages lost
+//! vmig-kvm-bench kickcost [--vcpus N] [--rounds R] what one kick exit costs the guest's progress
 //! vmig-kvm-bench speed    [--vcpus N] [--pages P] the guest's unpaced record rate
 //! ```
 //! Every number is relative to a baseline measured in the same run; the
 //! host's load average is printed with each table. The process runs at
 //! nice -20 (as root).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vmig_sim::config::{GuestKind, ReaperPolicyKind, SimConfig, Stack};
 use vmig_sim::kvm::bench::{Rig, RigConfig};
 use vmig_sim::report::Verification;
+use vmig_sim::vmig_engines::VmigThrottle;
 
 fn arg(args: &[String], name: &str, default: f64) -> f64 {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -119,8 +123,22 @@ fn measure2(rig: &Rig, secs: f64, vcpus: u32) -> (f64, f64) {
 fn throttle(args: &[String]) -> Result<(), String> {
     let vcpus = arg(args, "--vcpus", 2.0) as u32;
     let secs = arg(args, "--secs", 3.0);
-    let targets = [0u32, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99];
-    println!("throttle on the KVM guest: {vcpus} vCPUs pinned, {secs} s per target, load {}", load());
+    // vmig's timeslice (run time between sleeps); the replica keeps QEMU's.
+    let slice_ms = arg(args, "--timeslice-ms", vmig::throttle::QEMU_TIMESLICE_NS as f64 / 1e6);
+    if !(0.1..=1000.0).contains(&slice_ms) {
+        return Err(format!("--timeslice-ms must be in 0.1..=1000, not {slice_ms}"));
+    }
+    let targets: Vec<u32> = match args.iter().position(|a| a == "--targets").and_then(|i| args.get(i + 1)) {
+        Some(list) => list.split(',').map(|t| t.parse().map_err(|_| format!("--targets: bad percentage {t:?}"))).collect::<Result<_, _>>()?,
+        None => vec![0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99],
+    };
+    if let Some(t) = targets.iter().find(|&&t| t > vmig::throttle::MAX_PCT) {
+        return Err(format!("--targets: {t}% is above the throttle's maximum {}%", vmig::throttle::MAX_PCT));
+    }
+    println!(
+        "throttle on the KVM guest: {vcpus} vCPUs pinned, {secs} s per target, vmig timeslice {slice_ms} ms (replica: QEMU's 10 ms), load {}",
+        load()
+    );
     let mut cols = Vec::new();
     for stack in [Stack::Vmig, Stack::Legacy] {
         let cfg = SimConfig { vcpus, stack, ..Default::default() };
@@ -132,7 +150,10 @@ fn throttle(args: &[String]) -> Result<(), String> {
             ring: RING,
             logging: false,
             pin: true,
-            throttle: vmig_sim::stacks::throttle(&cfg)?,
+            throttle: match stack {
+                Stack::Vmig => Arc::new(VmigThrottle::with_timeslice(vcpus, (slice_ms * 1e6) as u64)?),
+                Stack::Legacy => vmig_sim::stacks::throttle(&cfg)?,
+            },
             reaper: vmig_sim::stacks::reaper(&cfg)?,
         })?;
         rig.set_rate(f64::INFINITY);
@@ -192,6 +213,58 @@ fn throttle(args: &[String]) -> Result<(), String> {
         );
     }
     println!("load after: {}", load());
+    Ok(())
+}
+
+/// What one exit costs the guest: the unpaced guest, throttle off, kicked
+/// out of `KVM_RUN` at a set rate (no sleep at the safe point), against
+/// the same guest not kicked, in alternating 1 s windows.
+fn kickcost(args: &[String]) -> Result<(), String> {
+    let vcpus = arg(args, "--vcpus", 2.0) as u32;
+    let rounds = arg(args, "--rounds", 5.0) as u32;
+    let cfg = SimConfig { vcpus, ..Default::default() };
+    let rig = Rig::start(RigConfig {
+        device: DEVICE.into(),
+        vcpus,
+        mem_bytes: 64 << 20,
+        ws_bytes: u64::from(vcpus) * 16 * 4096,
+        ring: RING,
+        logging: false,
+        pin: true,
+        throttle: vmig_sim::stacks::throttle(&cfg)?,
+        reaper: vmig_sim::stacks::reaper(&cfg)?,
+    })?;
+    rig.set_rate(f64::INFINITY);
+    std::thread::sleep(Duration::from_millis(500));
+    println!("cost of a kick exit on the KVM guest: {vcpus} vCPUs pinned, unpaced, {rounds} rounds of 1 s windows, load {}", load());
+    println!("{:>8} | {:>10} | {:>12} | {:>14}", "kicks/s", "exits/s", "lost %", "us per exit");
+    for rate in [50.0f64, 100.0, 200.0, 400.0] {
+        let mut costs = Vec::new();
+        let mut lost = Vec::new();
+        let mut exits = 0.0;
+        for _ in 0..rounds {
+            let quiet = measure(&rig, 1.0);
+            let (p0, e0, t0) = (rig.progress(), rig.kick_exits(), Instant::now());
+            let period = Duration::from_secs_f64(1.0 / rate);
+            while t0.elapsed() < Duration::from_secs(1) {
+                std::thread::sleep(period);
+                rig.kick_vcpus();
+            }
+            let dt = t0.elapsed().as_secs_f64();
+            let kicked = (rig.progress() - p0) as f64 / dt;
+            let per_vcpu_exits = (rig.kick_exits() - e0) as f64 / dt / f64::from(vcpus);
+            let quiet2 = measure(&rig, 1.0);
+            let share = 1.0 - kicked / ((quiet + quiet2) / 2.0);
+            lost.push(100.0 * share);
+            costs.push(share / per_vcpu_exits.max(1.0) * 1e6);
+            exits += per_vcpu_exits / f64::from(rounds);
+        }
+        lost.sort_by(f64::total_cmp);
+        costs.sort_by(f64::total_cmp);
+        println!("{:>8.0} | {:>10.1} | {:>12.2} | {:>14.1}", rate, exits, lost[lost.len() / 2], costs[costs.len() / 2]);
+    }
+    rig.stop()?;
+    println!("(medians over the rounds; lost % = 1 - kicked / mean of the unkicked windows around it) load after: {}", load());
     Ok(())
 }
 
@@ -287,7 +360,8 @@ fn main() -> std::process::ExitCode {
         Some("throttle") => throttle(&args),
         Some("repeat") => repeat(&args),
         Some("speed") => speed(&args),
-        _ => Err("usage: vmig-kvm-bench reaper|throttle|repeat [options] (see the source's doc)".into()),
+        Some("kickcost") => kickcost(&args),
+        _ => Err("usage: vmig-kvm-bench reaper|throttle|kickcost|repeat|speed [options] (see the source's doc)".into()),
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -89,6 +89,16 @@ impl Rig {
         self.guest.progress()
     }
 
+    /// Kicks every vCPU out of `KVM_RUN` once.
+    pub fn kick_vcpus(&self) {
+        self.guest.kick_vcpus();
+    }
+
+    /// Kick exits so far, all vCPUs.
+    pub fn kick_exits(&self) -> u64 {
+        self.guest.exits().0
+    }
+
     /// Nanoseconds all vCPUs spent in throttle sleeps so far.
     pub fn throttle_ns(&self) -> u64 {
         self.guest.throttle_ns()

@@ -271,6 +271,14 @@ impl KvmGuest {
         (kicks, (kicks + full) as f64 / secs.max(1e-9) / f64::from(self.layout.vcpus))
     }
 
+    /// Kicks every vCPU out of `KVM_RUN` once (to measure what an exit
+    /// costs the guest: `vmig-kvm-bench kickcost`).
+    pub fn kick_vcpus(&self) {
+        for c in &self.ctls {
+            c.kick();
+        }
+    }
+
     /// Nanoseconds all vCPUs spent in throttle sleeps so far.
     pub fn throttle_ns(&self) -> u64 {
         // Relaxed: a statistic.

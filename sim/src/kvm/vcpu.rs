@@ -10,8 +10,9 @@
 //! between its last check and the ioctl). The vCPU clears `immediate_exit`
 //! and *then* re-reads the flags, so a kick landing before the clear is seen
 //! by the re-read, one after it by the ioctl. Kicks are sent only when
-//! needed: to stop the VM, and while the throttle is on, once per throttle
-//! timeslice (the safe point where the throttle takes its sleep).
+//! needed: to stop the VM, and while the throttle is on, when a vCPU's
+//! sleep falls due (vmig's per-vCPU due time; the QEMU-style replica gets
+//! one kick per timeslice): the safe point where the throttle sleeps.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -245,10 +246,20 @@ fn pin_to(cpu: u32) {
     }
 }
 
-/// The kick timer: while the throttle is on, kicks every vCPU once per
-/// `timeslice` so it reaches the throttle's safe point (QEMU: the throttle
-/// timer's `async_run_on_cpu`, which kicks the vCPU). Off, it sends nothing.
+/// The kick timer: brings each vCPU to the throttle's safe point when it
+/// needs one, and never otherwise (an exit costs the guest far more under
+/// nested KVM than the few cycles it takes on bare metal: docs/kvm.md,
+/// "Kicks from the per-vCPU due time").
+///
+/// A throttle with per-vCPU due times (vmig's) gets each vCPU kicked at its
+/// own due time, so every kick ends in a sleep: one exit per throttle
+/// cycle. Any other (the replica of QEMU's VM-wide timer) gets every vCPU
+/// kicked once per `timeslice`, as QEMU's timer does with its
+/// `async_run_on_cpu`. Off, it sends nothing.
 pub fn kicker_loop(ctls: &[Arc<VcpuCtl>], throttle: &dyn GuestThrottle, stop: &AtomicBool, timeslice: Duration) {
+    if throttle.per_vcpu_due() {
+        return due_kicker_loop(ctls, throttle, stop, timeslice);
+    }
     // Relaxed: a stop request carries no data (the stopper joins us).
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(timeslice);
@@ -257,5 +268,36 @@ pub fn kicker_loop(ctls: &[Arc<VcpuCtl>], throttle: &dyn GuestThrottle, stop: &A
                 c.kick();
             }
         }
+    }
+}
+
+/// Kicks vCPU i when `throttle.vcpu_due_ns(i)` falls due, once per due
+/// time (the vCPU may take a while to leave `KVM_RUN`; its due time moves
+/// when it reaches the safe point). Sleeps until the earliest due time, at
+/// most `timeslice` (how late it notices a throttle turned on).
+fn due_kicker_loop(ctls: &[Arc<VcpuCtl>], throttle: &dyn GuestThrottle, stop: &AtomicBool, timeslice: Duration) {
+    let slice_ns = timeslice.as_nanos() as u64;
+    let mut kicked_for: Vec<Option<u64>> = vec![None; ctls.len()];
+    // Relaxed: a stop request carries no data (the stopper joins us).
+    while !stop.load(Ordering::Relaxed) {
+        let now = vmig::throttle::monotonic_ns();
+        let mut next = now.saturating_add(slice_ns);
+        for (i, c) in ctls.iter().enumerate() {
+            match throttle.vcpu_due_ns(i as u32) {
+                // Kicked for this due time already: it has not reached its
+                // safe point yet. Kick again only if a whole timeslice
+                // passed (a kick is sticky, so this is a safety net).
+                Some(d) if kicked_for[i] == Some(d) && now < d.saturating_add(slice_ns) => {
+                    next = next.min(d.saturating_add(slice_ns));
+                }
+                Some(d) if d <= now => {
+                    c.kick();
+                    kicked_for[i] = Some(d);
+                }
+                Some(d) => next = next.min(d),
+                None => kicked_for[i] = None,
+            }
+        }
+        std::thread::sleep(Duration::from_nanos(next.saturating_sub(vmig::throttle::monotonic_ns())));
     }
 }
