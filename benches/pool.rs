@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use flate2::{Compress, Compression, FlushCompress};
-use vmig::pool::{CompConfig, PoolOptions, CompPool};
+use vmig::pool::{compress_bound, Backend, CompConfig, CompPool, PageCompressor, PageDecompressor, PoolOptions};
 use vmig_legacy::{CompressEngine, LegacyComp, SplitMix64};
 
 const PAGE: usize = 4096;
@@ -296,6 +296,57 @@ fn print_row(r: &Row, raw: f64, legacy: Option<&Row>) {
     );
 }
 
+/// Single-thread rates of every backend built (`--features
+/// libdeflate,system-zlib` for all), on the same pages, rounds
+/// interleaved, medians: compression, inflation with the same backend, and
+/// zlib-rs's per-page reset alone (its 128 KiB hash-head memset).
+fn backends_table(pages: &[Vec<u8>], level: i32, rounds: usize) {
+    let nonzero: Vec<&Vec<u8>> = pages.iter().filter(|p| p.iter().any(|&b| b != 0)).collect();
+    let built: Vec<Backend> = Backend::ALL.into_iter().filter(|b| b.compiled_in()).collect();
+    let mut comp: Vec<Vec<f64>> = vec![Vec::new(); built.len()];
+    let mut infl: Vec<Vec<f64>> = vec![Vec::new(); built.len()];
+    let mut ratio = vec![0.0; built.len()];
+    let mut reset = Vec::new();
+    for _ in 0..rounds {
+        for (i, &b) in built.iter().enumerate() {
+            let mut c = PageCompressor::new(b, level).unwrap();
+            let mut streams: Vec<Vec<u8>> = nonzero.iter().map(|_| Vec::with_capacity(compress_bound(PAGE as u32))).collect();
+            let t = Instant::now();
+            for (p, out) in nonzero.iter().zip(streams.iter_mut()) {
+                c.compress(p, out).unwrap();
+            }
+            comp[i].push(nonzero.len() as f64 / t.elapsed().as_secs_f64());
+            ratio[i] = streams.iter().map(|s| s.len()).sum::<usize>() as f64 / (nonzero.len() * PAGE) as f64;
+            let mut d = PageDecompressor::new(b).unwrap();
+            let mut page = vec![0u8; PAGE];
+            let t = Instant::now();
+            for z in &streams {
+                assert!(d.inflate(z, &mut page));
+            }
+            infl[i].push(streams.len() as f64 / t.elapsed().as_secs_f64());
+        }
+        let mut z = Compress::new(Compression::new(level as u32), true);
+        let t = Instant::now();
+        for _ in 0..nonzero.len() {
+            z.reset();
+        }
+        reset.push(t.elapsed().as_secs_f64() * 1e6 / nonzero.len() as f64);
+    }
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base_c = med(comp[0].clone());
+    let base_i = med(infl[0].clone());
+    println!("backend (single thread, {} non-zero pages, level {level})  deflate p/s  vs zlib-rs  inflate p/s  vs zlib-rs  ratio", nonzero.len());
+    for (i, b) in built.iter().enumerate() {
+        let (c, d) = (med(comp[i].clone()), med(infl[i].clone()));
+        println!("{:<50} {:>11.0} {:>9.2}x {:>12.0} {:>9.2}x  {:.3}", b.name(), c, c / base_c, d, d / base_i, ratio[i]);
+    }
+    let r = med(reset);
+    println!("zlib-rs deflateReset alone: {r:.2} us/page = {:.0}% of its {:.2} us/page", r * base_c / 1e4, 1e6 / base_c);
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` lists; nothing to list.
@@ -366,6 +417,7 @@ fn main() {
         "(median of {rounds} interleaved rounds; cpu/raw: median of per-round ratios; loadavg after: {})",
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
     );
+    backends_table(&pages, level, rounds);
     if smoke {
         println!("(smoke run under cargo test: goals not evaluated; run `cargo bench --bench pool`)");
         return;

@@ -20,7 +20,7 @@
 #define VMIG_COMP_MAX_THREADS 256
 
 // Default depth of each worker's submission ring (ring_depth = 0).
-#define VMIG_COMP_DEFAULT_RING_DEPTH 16
+#define VMIG_COMP_DEFAULT_RING_DEPTH 32
 
 // Default spin budget in nanoseconds (vmig_pool_options.spin_ns); the
 // measurement behind it is in docs/pool.md, "Spin budget".
@@ -138,7 +138,7 @@ typedef struct vmig_comp_config {
   int32_t level;
   // Page size in bytes: a power of two in 512..=65536.
   uint32_t page_size;
-  // Depth of each worker's ring: 0 for the default (16), else a power of
+  // Depth of each worker's ring: 0 for the default (32), else a power of
   // two in 2..=1024.
   uint32_t ring_depth;
 } vmig_comp_config;

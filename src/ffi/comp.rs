@@ -18,7 +18,7 @@ use crate::pool::{Backend, CompConfig, CompPool, CompResult, PoolOptions};
 /// to 255.
 pub const VMIG_COMP_MAX_THREADS: usize = 256;
 /// Default depth of each worker's submission ring (ring_depth = 0).
-pub const VMIG_COMP_DEFAULT_RING_DEPTH: u32 = 16;
+pub const VMIG_COMP_DEFAULT_RING_DEPTH: u32 = 32;
 
 const _: () = assert!(VMIG_COMP_MAX_THREADS == crate::pool::MAX_THREADS as usize);
 const _: () = assert!(VMIG_COMP_DEFAULT_RING_DEPTH == crate::pool::DEFAULT_RING_DEPTH);
@@ -52,7 +52,7 @@ pub struct vmig_comp_config {
     pub level: i32,
     /// Page size in bytes: a power of two in 512..=65536.
     pub page_size: u32,
-    /// Depth of each worker's ring: 0 for the default (16), else a power of
+    /// Depth of each worker's ring: 0 for the default (32), else a power of
     /// two in 2..=1024.
     pub ring_depth: u32,
 }

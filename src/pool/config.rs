@@ -3,11 +3,11 @@
 use super::backend::Backend;
 use crate::error::{Error, Result};
 
-/// Default depth of each worker's submission ring: 16, so a migration
-/// thread that outruns its workers sleeps once per 8 pages (the wake-up
+/// Default depth of each worker's submission ring: 32, so a migration
+/// thread that outruns its workers sleeps once per 16 pages (the wake-up
 /// comes at half) instead of once per 2 at the 2018 RFC's 4; measured in
 /// docs/pool.md, "Ring depth".
-pub const DEFAULT_RING_DEPTH: u32 = 16;
+pub const DEFAULT_RING_DEPTH: u32 = 32;
 /// Largest ring depth: beyond this a worker only hoards pages.
 pub const MAX_RING_DEPTH: u32 = 1024;
 /// Most worker threads in one pool. QEMU's `compress-threads` goes up to 255;
@@ -139,7 +139,7 @@ mod tests {
 
     #[test]
     fn validation() {
-        assert_eq!(CompConfig::default().validate(), Ok(16));
+        assert_eq!(CompConfig::default().validate(), Ok(32));
         let bad = [
             CompConfig { threads: 0, ..Default::default() },
             CompConfig { threads: 257, ..Default::default() },

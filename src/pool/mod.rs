@@ -1,7 +1,7 @@
 //! Compression and decompression pools: the lockless multithread model.
 //!
 //! The migration thread submits pages round-robin into a small SPSC ring per
-//! worker (depth 16 by default); workers publish results on one MPSC done ring
+//! worker (depth 32 by default); workers publish results on one MPSC done ring
 //! that the migration thread drains. Nothing on that path takes a lock; a
 //! worker sleeps only when its ring is empty and is woken only if asleep
 //! ([`wake`]). See `docs/pool.md` for the API, the guarantees and the
