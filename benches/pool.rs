@@ -8,7 +8,13 @@
 //! VMIG_BENCH_PASSES (default 3), VMIG_BENCH_LEVEL (default 1),
 //! VMIG_BENCH_THREADS (default 1,2,4,8), VMIG_BENCH_DEPTHS (ring depths
 //! for an extra 2-worker sweep, e.g. 2,4,8; default none),
+//! VMIG_BENCH_SPINS (spin budgets in ns for an extra 1- and 2-worker
+//! sweep, e.g. 0,2000,5000,20000,50000; default none),
 //! VMIG_BENCH_ROUNDS (interleaved rounds, median reported; default 5).
+//!
+//! `cpu/raw` is the CPU time of every thread per page over the raw
+//! compressor's own CPU per page in the same round (median of the
+//! per-round ratios): what a page costs the host beyond its compression.
 //!
 //! Corpus (stated in the output): 4-KiB pages cut from real files on this
 //! machine, shuffled with a fixed seed: 40% code (ELF files from /usr/bin and
@@ -19,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use flate2::{Compress, Compression, FlushCompress};
-use vmig::pool::{CompConfig, CompPool};
+use vmig::pool::{compress_bound, Backend, CompConfig, CompPool, PageCompressor, PageDecompressor, PoolOptions};
 use vmig_legacy::{CompressEngine, LegacyComp, SplitMix64};
 
 const PAGE: usize = 4096;
@@ -171,6 +177,8 @@ struct Sample {
 struct Row {
     name: String,
     s: Sample,
+    /// Total CPU per page over raw's in the same round.
+    cpu_vs_raw: f64,
     spread: f64,
     wakeups: f64,
     ratio: f64,
@@ -199,7 +207,7 @@ fn run_raw(pages: &[Vec<u8>], passes: usize, level: u32) -> Row {
         }
     }
     let s = probe.stop((pages.len() * passes) as u64);
-    Row { name: "raw 1-thread zlib".into(), s, spread: 0.0, wakeups: 0.0, ratio: bytes_out as f64 / bytes_in as f64 }
+    Row { name: "raw 1-thread zlib".into(), s, cpu_vs_raw: 1.0, spread: 0.0, wakeups: 0.0, ratio: bytes_out as f64 / bytes_in as f64 }
 }
 
 /// The key of page `i`, as QEMU passes it: `block->offset + offset`, page
@@ -241,12 +249,22 @@ fn run_engine<E: CompressEngine>(name: String, mut pool: E, pages: &[Vec<u8>], p
     let s = probe.stop(total);
     assert_eq!(got, total);
     let st = pool.stats();
-    Row { name, s, spread: st.worker_spread(), wakeups: st.wakeups as f64 / total as f64, ratio: st.ratio() }
+    Row { name, s, cpu_vs_raw: 0.0, spread: st.worker_spread(), wakeups: st.wakeups as f64 / total as f64, ratio: st.ratio() }
 }
 
-fn run_vmig(pages: &[Vec<u8>], passes: usize, level: i32, threads: u32, depth: u32) -> Row {
-    let pool = CompPool::new(&CompConfig { threads, level, page_size: PAGE as u32, ring_depth: depth }).unwrap();
-    let name = if depth == 0 { format!("vmig pool {threads}w") } else { format!("vmig pool {threads}w depth {depth}") };
+/// One vmig pool run; `depth` 0 and `spin` None are the defaults.
+fn run_vmig(pages: &[Vec<u8>], passes: usize, level: i32, threads: u32, depth: u32, spin: Option<u32>) -> Row {
+    let cfg = CompConfig { threads, level, page_size: PAGE as u32, ring_depth: depth };
+    let mut opts = PoolOptions::default();
+    let mut name = format!("vmig pool {threads}w");
+    if depth != 0 {
+        name += &format!(" depth {depth}");
+    }
+    if let Some(ns) = spin {
+        opts.spin_ns = ns;
+        name += &format!(" spin {}us", f64::from(ns) / 1000.0);
+    }
+    let pool = CompPool::with_options(&cfg, &opts).unwrap();
     run_engine(name, pool, pages, passes)
 }
 
@@ -261,13 +279,14 @@ fn print_row(r: &Row, raw: f64, legacy: Option<&Row>) {
         None => ("      -".into(), "       -".into()),
     };
     println!(
-        "{:<26} {:>10.0} {:>7.2}x {} {:>9.2} {:>8.2} {:>9.3} {:>7.3} {} {:>7.1}% {:>8.3} {:>6.3}",
+        "{:<30} {:>10.0} {:>7.2}x {} {:>9.2} {:>8.2} {:>6.2}x {:>9.3} {:>7.3} {} {:>7.1}% {:>8.3} {:>6.3}",
         r.name,
         r.s.pps,
         r.s.pps / raw,
         vs_legacy,
         r.s.main_cpu_us,
         r.s.all_cpu_us,
+        r.cpu_vs_raw,
         r.s.csw,
         r.s.vol,
         csw_gain,
@@ -275,6 +294,57 @@ fn print_row(r: &Row, raw: f64, legacy: Option<&Row>) {
         r.wakeups,
         r.ratio
     );
+}
+
+/// Single-thread rates of every backend built (`--features
+/// libdeflate,system-zlib` for all), on the same pages, rounds
+/// interleaved, medians: compression, inflation with the same backend, and
+/// zlib-rs's per-page reset alone (its 128 KiB hash-head memset).
+fn backends_table(pages: &[Vec<u8>], level: i32, rounds: usize) {
+    let nonzero: Vec<&Vec<u8>> = pages.iter().filter(|p| p.iter().any(|&b| b != 0)).collect();
+    let built: Vec<Backend> = Backend::ALL.into_iter().filter(|b| b.compiled_in()).collect();
+    let mut comp: Vec<Vec<f64>> = vec![Vec::new(); built.len()];
+    let mut infl: Vec<Vec<f64>> = vec![Vec::new(); built.len()];
+    let mut ratio = vec![0.0; built.len()];
+    let mut reset = Vec::new();
+    for _ in 0..rounds {
+        for (i, &b) in built.iter().enumerate() {
+            let mut c = PageCompressor::new(b, level).unwrap();
+            let mut streams: Vec<Vec<u8>> = nonzero.iter().map(|_| Vec::with_capacity(compress_bound(PAGE as u32))).collect();
+            let t = Instant::now();
+            for (p, out) in nonzero.iter().zip(streams.iter_mut()) {
+                c.compress(p, out).unwrap();
+            }
+            comp[i].push(nonzero.len() as f64 / t.elapsed().as_secs_f64());
+            ratio[i] = streams.iter().map(|s| s.len()).sum::<usize>() as f64 / (nonzero.len() * PAGE) as f64;
+            let mut d = PageDecompressor::new(b).unwrap();
+            let mut page = vec![0u8; PAGE];
+            let t = Instant::now();
+            for z in &streams {
+                assert!(d.inflate(z, &mut page));
+            }
+            infl[i].push(streams.len() as f64 / t.elapsed().as_secs_f64());
+        }
+        let mut z = Compress::new(Compression::new(level as u32), true);
+        let t = Instant::now();
+        for _ in 0..nonzero.len() {
+            z.reset();
+        }
+        reset.push(t.elapsed().as_secs_f64() * 1e6 / nonzero.len() as f64);
+    }
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base_c = med(comp[0].clone());
+    let base_i = med(infl[0].clone());
+    println!("backend (single thread, {} non-zero pages, level {level})  deflate p/s  vs zlib-rs  inflate p/s  vs zlib-rs  ratio", nonzero.len());
+    for (i, b) in built.iter().enumerate() {
+        let (c, d) = (med(comp[i].clone()), med(infl[i].clone()));
+        println!("{:<50} {:>11.0} {:>9.2}x {:>12.0} {:>9.2}x  {:.3}", b.name(), c, c / base_c, d, d / base_i, ratio[i]);
+    }
+    let r = med(reset);
+    println!("zlib-rs deflateReset alone: {r:.2} us/page = {:.0}% of its {:.2} us/page", r * base_c / 1e4, 1e6 / base_c);
 }
 
 fn main() {
@@ -293,25 +363,38 @@ fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("corpus: {desc}; level {level}; {passes} passes; {} CPUs; loadavg {}", num_cpus(), load.trim());
     println!(
-        "{:<26} {:>10} {:>8} {:>7} {:>9} {:>8} {:>9} {:>7} {:>8} {:>8} {:>8} {:>6}",
-        "model", "pages/s", "vs raw", "vs leg", "main us/p", "cpu us/p", "csw/page", "vol/p", "csw gain", "spread", "wake/p", "ratio"
+        "{:<30} {:>10} {:>8} {:>7} {:>9} {:>8} {:>7} {:>9} {:>7} {:>8} {:>8} {:>8} {:>6}",
+        "model", "pages/s", "vs raw", "vs leg", "main us/p", "cpu us/p", "cpu/raw", "csw/page", "vol/p", "csw gain", "spread", "wake/p", "ratio"
     );
     // Rounds interleave every model, so a burst of load on the shared
     // machine hits all of them; each model reports its median round.
     let rounds = env_num("VMIG_BENCH_ROUNDS", if smoke { 1 } else { 5 });
+    let spins = env_list("VMIG_BENCH_SPINS", &[]);
     let mut raw_s = Vec::new();
     let mut leg_s: Vec<Vec<Row>> = threads.iter().map(|_| Vec::new()).collect();
     let mut vm_s: Vec<Vec<Row>> = threads.iter().map(|_| Vec::new()).collect();
     let mut dep_s: Vec<Vec<Row>> = depths.iter().map(|_| Vec::new()).collect();
+    let spin_threads: Vec<u32> = [1, 2].into_iter().filter(|t| threads.contains(t)).collect();
+    let mut spin_s: Vec<Vec<Row>> = (0..spins.len() * spin_threads.len()).map(|_| Vec::new()).collect();
     for _ in 0..rounds {
-        raw_s.push(run_raw(&pages, passes, level as u32));
+        let raw = run_raw(&pages, passes, level as u32);
+        let per_round = |mut r: Row| {
+            r.cpu_vs_raw = r.s.all_cpu_us / raw.s.all_cpu_us;
+            r
+        };
         for (i, &t) in threads.iter().enumerate() {
-            leg_s[i].push(run_legacy(&pages, passes, level, t));
-            vm_s[i].push(run_vmig(&pages, passes, level, t, 0));
+            leg_s[i].push(per_round(run_legacy(&pages, passes, level, t)));
+            vm_s[i].push(per_round(run_vmig(&pages, passes, level, t, 0, None)));
         }
         for (i, &d) in depths.iter().enumerate() {
-            dep_s[i].push(run_vmig(&pages, passes, level, 2, d));
+            dep_s[i].push(per_round(run_vmig(&pages, passes, level, 2, d, None)));
         }
+        for (i, &ns) in spins.iter().enumerate() {
+            for (j, &t) in spin_threads.iter().enumerate() {
+                spin_s[i * spin_threads.len() + j].push(per_round(run_vmig(&pages, passes, level, t, 0, Some(ns))));
+            }
+        }
+        raw_s.push(raw);
     }
     let raw = median(raw_s);
     let legacy_rows: Vec<Row> = leg_s.into_iter().map(median).collect();
@@ -323,12 +406,18 @@ fn main() {
     for l in &legacy_rows {
         print_row(l, raw.s.pps, None);
     }
+    let legacy_of = |t: u32| legacy_rows.iter().zip(&threads).find(|(_, &x)| x == t).map(|(l, _)| l);
     for rows in dep_s {
-        let r = median(rows);
-        let l = legacy_rows.iter().zip(&threads).find(|(_, &t)| t == 2).map(|(l, _)| l);
-        print_row(&r, raw.s.pps, l);
+        print_row(&median(rows), raw.s.pps, legacy_of(2));
     }
-    println!("(median of {rounds} interleaved rounds; loadavg after: {})", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+    for (k, rows) in spin_s.into_iter().enumerate() {
+        print_row(&median(rows), raw.s.pps, legacy_of(spin_threads[k % spin_threads.len()]));
+    }
+    println!(
+        "(median of {rounds} interleaved rounds; cpu/raw: median of per-round ratios; loadavg after: {})",
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
+    backends_table(&pages, level, rounds);
     if smoke {
         println!("(smoke run under cargo test: goals not evaluated; run `cargo bench --bench pool`)");
         return;
@@ -351,15 +440,25 @@ fn main() {
         println!("goal 2 workers >= 1.5x legacy pages/s: {r:.2}x {}", if r >= 1.5 { "MET" } else { "NOT MET" });
         println!("goal 2 workers >= 10x fewer csw/page than legacy: {c:.1}x {}", if c >= 10.0 { "MET" } else { "NOT MET" });
     }
+    let worst_cpu = vmig_rows.iter().map(|r| r.cpu_vs_raw).fold(0.0, f64::max);
+    println!(
+        "goal CPU per page <= 1.15x raw's at every worker count: worst {worst_cpu:.2}x {}",
+        if worst_cpu <= 1.15 { "MET" } else { "NOT MET" }
+    );
     let worst = vmig_rows.iter().map(|r| r.spread).fold(0.0, f64::max);
     println!("goal pages per worker within 10%: worst {:.1}% {}", worst * 100.0, if worst <= 0.10 { "MET" } else { "NOT MET" });
 }
 
-/// The round with the median pages/s (its other columns come with it).
+/// The round with the median pages/s (its other columns come with it),
+/// except `cpu/raw`: the median of the per-round ratios.
 fn median(mut rows: Vec<Row>) -> Row {
+    let mut cpu: Vec<f64> = rows.iter().map(|r| r.cpu_vs_raw).collect();
+    cpu.sort_by(f64::total_cmp);
     rows.sort_by(|a, b| a.s.pps.total_cmp(&b.s.pps));
     let mid = rows.len() / 2;
-    rows.swap_remove(mid)
+    let mut r = rows.swap_remove(mid);
+    r.cpu_vs_raw = cpu[cpu.len() / 2];
+    r
 }
 
 fn num_cpus() -> usize {

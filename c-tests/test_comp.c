@@ -1,5 +1,6 @@
 /* Compression/decompression pools: wire compatibility with system zlib both
- * ways at every level, same-key ordering, zero pages, the busy path, bad
+ * ways at every level and with every deflate backend this build has (the
+ * others must fail with EOPNOTSUPP), same-key ordering, zero pages, the busy path, bad
  * arguments, freeing with pages in flight (leaks show under ASan/LSan). */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -70,13 +71,40 @@ static vmig_comp_pool *new_pool(uint32_t threads, int32_t level, uint32_t depth)
     return p;
 }
 
-/* Pool -> system zlib uncompress(), byte-exact, at every level. */
+/* The pool options with `backend`, or false (after checking the error is
+ * EOPNOTSUPP and printing a SKIP line) when this build lacks it. */
+static bool backend_options(uint32_t backend, vmig_pool_options *o)
+{
+    CHECK(vmig_pool_options_init(o) == 0);
+    CHECK(o->backend == VMIG_POOL_BACKEND_DEFAULT && o->spin_ns == VMIG_COMP_DEFAULT_SPIN_NS);
+    o->backend = backend;
+    vmig_comp_config c = { .threads = 1, .level = 1, .page_size = PAGE, .ring_depth = 0 };
+    errno = 0;
+    vmig_comp_pool *p = vmig_comp_pool_new_opts(&c, o);
+    if (p == NULL) {
+        CHECK(errno == EOPNOTSUPP);
+        errno = 0;
+        CHECK(vmig_decomp_pool_new_opts(1, PAGE, o) == NULL && errno == EOPNOTSUPP);
+        fprintf(stderr, "SKIP: test_comp: backend %u is not in this build (cargo feature off)\n", backend);
+        return false;
+    }
+    vmig_comp_pool_free(p);
+    return true;
+}
+
+/* Pool -> system zlib uncompress(), byte-exact, at every level, with every
+ * backend. */
 static void test_pool_to_zlib(void)
 {
     static uint8_t pages[NPAGES][PAGE];
     for (unsigned i = 0; i < NPAGES; i++) make_page(i, pages[i]);
+    for (uint32_t backend = VMIG_POOL_BACKEND_DEFAULT; backend <= VMIG_POOL_BACKEND_ZLIB; backend++)
     for (int level = 0; level <= 9; level++) {
-        vmig_comp_pool *p = new_pool(2, level, 0);
+        vmig_pool_options o;
+        if (!backend_options(backend, &o)) break;
+        vmig_comp_config c = { .threads = 2, .level = level, .page_size = PAGE, .ring_depth = 0 };
+        vmig_comp_pool *p = vmig_comp_pool_new_opts(&c, &o);
+        CHECK(p != NULL);
         for (unsigned i = 0; i < NPAGES; i++)
             CHECK(vmig_comp_submit(p, pages[i], i, &pages[i], true) == 0);
         CHECK(vmig_comp_flush(p) == 0);
@@ -109,14 +137,19 @@ static void test_pool_to_zlib(void)
     }
 }
 
-/* System zlib compress2() -> decompression pool, byte-exact, every level. */
+/* System zlib compress2() -> decompression pool, byte-exact, every level,
+ * with every backend's inflater. */
 static void test_zlib_to_pool(void)
 {
     static uint8_t pages[NPAGES][PAGE], dest[NPAGES][PAGE];
     static uint8_t z[NPAGES][PAGE + 64];
     uLongf zlen[NPAGES];
     for (unsigned i = 0; i < NPAGES; i++) make_page(i + 100, pages[i]);
-    vmig_decomp_pool *d = vmig_decomp_pool_new(3, PAGE);
+    for (uint32_t backend = VMIG_POOL_BACKEND_DEFAULT; backend <= VMIG_POOL_BACKEND_ZLIB; backend++) {
+    vmig_pool_options o;
+    if (!backend_options(backend, &o)) continue;
+    vmig_decomp_pool *d = backend == VMIG_POOL_BACKEND_DEFAULT ? vmig_decomp_pool_new(3, PAGE)
+                                                               : vmig_decomp_pool_new_opts(3, PAGE, &o);
     CHECK(d != NULL);
     for (int level = 0; level <= 9; level++) {
         memset(dest, 0x5a, sizeof dest);
@@ -129,6 +162,7 @@ static void test_zlib_to_pool(void)
         for (unsigned i = 0; i < NPAGES; i++) CHECK(memcmp(dest[i], pages[i], PAGE) == 0);
     }
     vmig_decomp_pool_free(d);
+    }
 }
 
 /* Many submissions on a few keys: per key, results arrive in submission
@@ -226,6 +260,25 @@ static void test_bad_arguments(void)
     }
     errno = 0;
     CHECK(vmig_comp_pool_new(NULL) == NULL && errno == EINVAL);
+    vmig_pool_options o;
+    CHECK(vmig_pool_options_init(NULL) == -EINVAL);
+    CHECK(vmig_pool_options_init(&o) == 0);
+    vmig_comp_config ok = { 1, 1, PAGE, 0 };
+    errno = 0;
+    CHECK(vmig_comp_pool_new_opts(&ok, NULL) == NULL && errno == EINVAL);
+    errno = 0;
+    CHECK(vmig_comp_pool_new_opts(NULL, &o) == NULL && errno == EINVAL);
+    errno = 0;
+    CHECK(vmig_decomp_pool_new_opts(1, PAGE, NULL) == NULL && errno == EINVAL);
+    o.backend = VMIG_POOL_BACKEND_ZLIB + 1;
+    errno = 0;
+    CHECK(vmig_comp_pool_new_opts(&ok, &o) == NULL && errno == EINVAL);
+    errno = 0;
+    CHECK(vmig_decomp_pool_new_opts(1, PAGE, &o) == NULL && errno == EINVAL);
+    CHECK(vmig_pool_options_init(&o) == 0);
+    o.spin_ns = VMIG_COMP_MAX_SPIN_NS + 1;
+    errno = 0;
+    CHECK(vmig_comp_pool_new_opts(&ok, &o) == NULL && errno == EINVAL);
     vmig_comp_result r;
     vmig_comp_statistics st;
     CHECK(vmig_comp_submit(NULL, page, 0, NULL, false) == -EINVAL);

@@ -20,7 +20,28 @@
 #define VMIG_COMP_MAX_THREADS 256
 
 // Default depth of each worker's submission ring (ring_depth = 0).
-#define VMIG_COMP_DEFAULT_RING_DEPTH 4
+#define VMIG_COMP_DEFAULT_RING_DEPTH 32
+
+// Default spin budget in nanoseconds (vmig_pool_options.spin_ns); the
+// measurement behind it is in docs/pool.md, "Spin budget".
+#define VMIG_COMP_DEFAULT_SPIN_NS 5000
+
+// Largest vmig_pool_options.spin_ns.
+#define VMIG_COMP_MAX_SPIN_NS 1000000
+
+// vmig_pool_options.backend: the default (compression: the measured
+// default, see README "Compression"; decompression: zlib-rs, the fastest
+// inflater exactly as strict as the system zlib).
+#define VMIG_POOL_BACKEND_DEFAULT 0
+
+// vmig_pool_options.backend: zlib-rs (always built).
+#define VMIG_POOL_BACKEND_ZLIB_RS 1
+
+// vmig_pool_options.backend: libdeflate (cargo feature `libdeflate`).
+#define VMIG_POOL_BACKEND_LIBDEFLATE 2
+
+// vmig_pool_options.backend: the system zlib (cargo feature `system-zlib`).
+#define VMIG_POOL_BACKEND_ZLIB 3
 
 // Smallest `n` vmig_postcopy_dest_wait_requests() accepts: the most
 // requests one call can return.
@@ -117,10 +138,27 @@ typedef struct vmig_comp_config {
   int32_t level;
   // Page size in bytes: a power of two in 512..=65536.
   uint32_t page_size;
-  // Depth of each worker's ring: 0 for the default (4), else a power of
+  // Depth of each worker's ring: 0 for the default (32), else a power of
   // two in 2..=1024.
   uint32_t ring_depth;
 } vmig_comp_config;
+
+// Options of a compression or decompression pool beyond its shape, for
+// vmig_comp_pool_new_opts() and vmig_decomp_pool_new_opts(). Fill it
+// with vmig_pool_options_init() first, then change the fields you mean
+// to set, so that fields added later keep their defaults.
+typedef struct vmig_pool_options {
+  // Spin budget in nanoseconds, 0..=VMIG_COMP_MAX_SPIN_NS: how long a
+  // worker with an empty ring, or the caller waiting for a result or for
+  // ring space, polls before it sleeps on a futex. Spent only when the
+  // workers and the caller fit on the CPUs; 0 sleeps after a few pause
+  // rounds. Default VMIG_COMP_DEFAULT_SPIN_NS.
+  uint32_t spin_ns;
+  // Deflate backend, a VMIG_POOL_BACKEND_* value: out of range is
+  // EINVAL, one this build lacks EOPNOTSUPP. Every backend sends and
+  // accepts the zlib streams stock QEMU does.
+  uint32_t backend;
+} vmig_pool_options;
 
 // One page's result, filled by vmig_comp_poll()/vmig_comp_wait_result().
 typedef struct vmig_comp_result {
@@ -252,7 +290,7 @@ extern "C" {
 #endif // __cplusplus
 
 // Creates a compression pool and starts `config->threads` workers named
-// `vmig-comp/N`.
+// `vmig-comp/N`, with the default options (vmig_pool_options_init()).
 //
 // Returns the pool, or NULL with errno EINVAL (NULL or out-of-range
 // config), ENOMEM, or EAGAIN (a thread could not be started; the ones
@@ -263,6 +301,30 @@ extern "C" {
 // # Safety
 // `config` is NULL or points at a vmig_comp_config.
 struct vmig_comp_pool *vmig_comp_pool_new(const struct vmig_comp_config *config);
+
+// Fills `*options` with the defaults of every option.
+// Returns 0, or -EINVAL for NULL.
+//
+// Thread-safety: may be called from any thread.
+//
+// # Safety
+// `options` is NULL or writable.
+int32_t vmig_pool_options_init(struct vmig_pool_options *options);
+
+// vmig_comp_pool_new() with options (start from vmig_pool_options_init()).
+//
+// Returns the pool, or NULL with errno EINVAL (NULL or out-of-range
+// config or options), EOPNOTSUPP (a backend this build lacks), ENOMEM,
+// or EAGAIN (a thread could not be started). Free it with
+// vmig_comp_pool_free().
+//
+// Thread-safety: may be called from any thread.
+//
+// # Safety
+// `config` is NULL or points at a vmig_comp_config; `options` is NULL or
+// points at a vmig_pool_options.
+struct vmig_comp_pool *vmig_comp_pool_new_opts(const struct vmig_comp_config *config,
+                                               const struct vmig_pool_options *options);
 
 // Stops the workers, joins them and frees the pool, including pages still
 // in flight (not compressed further) and results not yet released. NULL is
@@ -370,6 +432,24 @@ int32_t vmig_comp_stats(const struct vmig_comp_pool *pool, struct vmig_comp_stat
 //
 // Thread-safety: may be called from any thread.
 struct vmig_decomp_pool *vmig_decomp_pool_new(uint32_t threads, uint32_t page_size);
+
+// vmig_decomp_pool_new() with options (start from
+// vmig_pool_options_init()); backend VMIG_POOL_BACKEND_DEFAULT is zlib-rs,
+// the fastest inflater exactly as strict as the system zlib. Every backend
+// inflates the streams of every backend and of stock QEMU; libdeflate
+// (faster) also accepts some corrupt streams zlib rejects.
+//
+// Returns the pool, or NULL with errno EINVAL (out-of-range arguments or
+// options, NULL options), EOPNOTSUPP (a backend this build lacks),
+// ENOMEM or EAGAIN.
+//
+// Thread-safety: may be called from any thread.
+//
+// # Safety
+// `options` is NULL or points at a vmig_pool_options.
+struct vmig_decomp_pool *vmig_decomp_pool_new_opts(uint32_t threads,
+                                                   uint32_t page_size,
+                                                   const struct vmig_pool_options *options);
 
 // Stops and joins the workers and frees the pool. Pages not yet applied
 // are dropped (call vmig_decomp_wait() first to apply them); a page being

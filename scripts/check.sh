@@ -22,6 +22,9 @@ ensure_nightly || skip "rustup could not install the nightly toolchain with miri
 step "cargo test (unit, integration, header drift, stress, benches in quick mode)"
 cargo test --release --all-targets
 
+step "deflate backends libdeflate and system zlib: wire compatibility both ways (tests/pool_backends.rs)"
+cargo test --release --features libdeflate,system-zlib --test pool_backends --test pool_fuzz
+
 step "doctests of the public Rust API (--all-targets does not run them)"
 cargo test --release --doc -p vmig
 

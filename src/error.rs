@@ -34,6 +34,9 @@ pub enum Error {
         /// What went wrong.
         error: Box<Error>,
     },
+    /// The operation needs something this build does not have, e.g. a
+    /// deflate backend whose cargo feature is off (`EOPNOTSUPP`).
+    Unsupported(&'static str),
     /// A system call failed with this errno (positive); `what` names the call.
     Os {
         /// The errno the call returned.
@@ -55,6 +58,7 @@ impl Error {
             Error::ThreadSpawn => libc::EAGAIN,
             Error::Internal(_) => libc::EIO,
             Error::InCall { error, .. } => error.errno(),
+            Error::Unsupported(_) => libc::EOPNOTSUPP,
             Error::Os { errno, .. } => *errno,
         }
     }
@@ -88,6 +92,7 @@ impl fmt::Display for Error {
             Error::ThreadSpawn => f.write_str("could not spawn a worker thread"),
             Error::Internal(what) => write!(f, "internal error: {what}"),
             Error::InCall { call, error } => write!(f, "{call}: {error}"),
+            Error::Unsupported(what) => write!(f, "not supported by this build: {what}"),
             Error::Os { errno, what } => write!(f, "{what}: {}", std::io::Error::from_raw_os_error(*errno)),
         }
     }

@@ -126,6 +126,10 @@ pub struct SimConfig {
     pub compress_level: u32,
     /// Decompression threads on the destination (QEMU decompress-threads).
     pub decompress_threads: u32,
+    /// The vmig compression pool's deflate backend, by
+    /// `vmig::pool::Backend::name`, or "default" (the pool's default; the
+    /// destination inflates with the pool default, zlib-rs).
+    pub comp_backend: String,
     /// Wait for a free compression thread (true) or send the page raw when
     /// all are busy (false). QEMU compress-wait-thread.
     pub compress_wait: bool,
@@ -206,6 +210,7 @@ impl Default for SimConfig {
             compress_level: 1,
             // 2: QEMU's default decompress-threads.
             decompress_threads: 2,
+            comp_backend: "default".into(),
             // QEMU's default compress-wait-thread is on.
             compress_wait: true,
             // 300 ms: QEMU's default downtime-limit.

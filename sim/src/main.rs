@@ -164,6 +164,9 @@ struct Cli {
     /// Destination decompression threads (QEMU decompress-threads).
     #[arg(long, value_name = "N", default_value_t = 2)]
     decompress_threads: u32,
+    /// Deflate backend of vmig's compression pool (the destination inflates with its default, zlib-rs).
+    #[arg(long, value_name = "NAME", default_value = "default", value_parser = ["default", "zlib-rs", "libdeflate", "zlib"])]
+    comp_backend: String,
     /// on: wait for a free compression thread; off: send the page raw when all are busy (QEMU compress-wait-thread).
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_onoff, action = clap::ArgAction::Set)]
     compress_wait_thread: bool,
@@ -283,6 +286,7 @@ impl Cli {
             compress_threads: self.compress_threads.unwrap_or(if self.postcopy.is_some() { 0 } else { 2 }),
             compress_level: self.compress_level,
             decompress_threads: self.decompress_threads,
+            comp_backend: self.comp_backend.clone(),
             compress_wait: self.compress_wait_thread,
             downtime_ms: self.downtime_limit,
             reaper: self.reaper.map(|r| match r {

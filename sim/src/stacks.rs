@@ -33,7 +33,7 @@ pub fn compressor(cfg: &SimConfig) -> Result<Option<Box<dyn Compressor>>, String
         return Ok(None);
     }
     Ok(Some(match cfg.stack {
-        Stack::Vmig => Box::new(VmigComp::new(cfg.compress_threads, cfg.compress_level)?),
+        Stack::Vmig => Box::new(VmigComp::with_backend(cfg.compress_threads, cfg.compress_level, &cfg.comp_backend)?),
         Stack::Legacy => Box::new(LegacyCompressor::new(cfg.compress_threads, cfg.compress_level)?),
     }))
 }

@@ -1,7 +1,7 @@
 //! The engine seams implemented by vmig's own engines: `vmig::pool`
 //! (compression and decompression), `vmig::reaper` and `vmig::throttle`.
 
-use vmig::pool::{CompConfig, CompPool, DecompPool};
+use vmig::pool::{Backend, CompConfig, CompPool, DecompPool, PoolOptions};
 use vmig::reaper::{Policy, Reaper, ReaperConfig};
 use vmig::throttle::{Throttle, QEMU_TIMESLICE_NS};
 
@@ -17,6 +17,19 @@ impl EngineCompressor<CompPool> {
     pub fn new(threads: u32, level: u32) -> Result<Self, String> {
         let cfg = CompConfig { threads, level: level as i32, page_size: PAGE_SIZE as u32, ring_depth: 0 };
         CompPool::new(&cfg).map(|p| EngineCompressor::wrap(p, "vmig compression pool")).map_err(|e| format!("vmig compression pool: {e}"))
+    }
+
+    /// [`new`](Self::new) with the deflate backend named `backend`
+    /// (`Backend::name`, or "default").
+    pub fn with_backend(threads: u32, level: u32, backend: &str) -> Result<Self, String> {
+        let backend = match backend {
+            "default" => None,
+            name => Some(Backend::from_name(name).ok_or_else(|| format!("unknown deflate backend {name:?}"))?),
+        };
+        let cfg = CompConfig { threads, level: level as i32, page_size: PAGE_SIZE as u32, ring_depth: 0 };
+        CompPool::with_options(&cfg, &PoolOptions { backend, ..Default::default() })
+            .map(|p| EngineCompressor::wrap(p, "vmig compression pool"))
+            .map_err(|e| format!("vmig compression pool: {e}"))
     }
 }
 

@@ -11,17 +11,36 @@ use std::ffi::c_void;
 use super::handle::{self, box_handle};
 use super::{catch_int, catch_or_err, catch_ptr};
 use crate::error::Error;
-use crate::pool::{CompConfig, CompPool, CompResult};
+use crate::pool::{Backend, CompConfig, CompPool, CompResult, PoolOptions};
 
 /// Most worker threads in a compression pool, and the length of
 /// vmig_comp_statistics.pages_per_worker. QEMU's compress-threads goes up
 /// to 255.
 pub const VMIG_COMP_MAX_THREADS: usize = 256;
 /// Default depth of each worker's submission ring (ring_depth = 0).
-pub const VMIG_COMP_DEFAULT_RING_DEPTH: u32 = 4;
+pub const VMIG_COMP_DEFAULT_RING_DEPTH: u32 = 32;
 
 const _: () = assert!(VMIG_COMP_MAX_THREADS == crate::pool::MAX_THREADS as usize);
 const _: () = assert!(VMIG_COMP_DEFAULT_RING_DEPTH == crate::pool::DEFAULT_RING_DEPTH);
+/// Default spin budget in nanoseconds (vmig_pool_options.spin_ns); the
+/// measurement behind it is in docs/pool.md, "Spin budget".
+pub const VMIG_COMP_DEFAULT_SPIN_NS: u32 = 5_000;
+/// Largest vmig_pool_options.spin_ns.
+pub const VMIG_COMP_MAX_SPIN_NS: u32 = 1_000_000;
+const _: () = assert!(VMIG_COMP_DEFAULT_SPIN_NS == crate::pool::DEFAULT_SPIN_NS);
+const _: () = assert!(VMIG_COMP_MAX_SPIN_NS == crate::pool::MAX_SPIN_NS);
+
+/// vmig_pool_options.backend: the default (compression: the measured
+/// default, see README "Compression"; decompression: zlib-rs, the fastest
+/// inflater exactly as strict as the system zlib).
+pub const VMIG_POOL_BACKEND_DEFAULT: u32 = 0;
+/// vmig_pool_options.backend: zlib-rs (always built).
+pub const VMIG_POOL_BACKEND_ZLIB_RS: u32 = 1;
+/// vmig_pool_options.backend: libdeflate (cargo feature `libdeflate`).
+pub const VMIG_POOL_BACKEND_LIBDEFLATE: u32 = 2;
+/// vmig_pool_options.backend: the system zlib (cargo feature `system-zlib`).
+pub const VMIG_POOL_BACKEND_ZLIB: u32 = 3;
+const _: () = assert!(VMIG_POOL_BACKEND_ZLIB as usize == Backend::ALL.len());
 
 /// Shape of a compression pool.
 #[repr(C)]
@@ -33,9 +52,37 @@ pub struct vmig_comp_config {
     pub level: i32,
     /// Page size in bytes: a power of two in 512..=65536.
     pub page_size: u32,
-    /// Depth of each worker's ring: 0 for the default (4), else a power of
+    /// Depth of each worker's ring: 0 for the default (32), else a power of
     /// two in 2..=1024.
     pub ring_depth: u32,
+}
+
+/// Options of a compression or decompression pool beyond its shape, for
+/// vmig_comp_pool_new_opts() and vmig_decomp_pool_new_opts(). Fill it
+/// with vmig_pool_options_init() first, then change the fields you mean
+/// to set, so that fields added later keep their defaults.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct vmig_pool_options {
+    /// Spin budget in nanoseconds, 0..=VMIG_COMP_MAX_SPIN_NS: how long a
+    /// worker with an empty ring, or the caller waiting for a result or for
+    /// ring space, polls before it sleeps on a futex. Spent only when the
+    /// workers and the caller fit on the CPUs; 0 sleeps after a few pause
+    /// rounds. Default VMIG_COMP_DEFAULT_SPIN_NS.
+    pub spin_ns: u32,
+    /// Deflate backend, a VMIG_POOL_BACKEND_* value: out of range is
+    /// EINVAL, one this build lacks EOPNOTSUPP. Every backend sends and
+    /// accepts the zlib streams stock QEMU does.
+    pub backend: u32,
+}
+
+impl vmig_pool_options {
+    fn from_rust(o: &PoolOptions) -> Self {
+        vmig_pool_options { spin_ns: o.spin_ns, backend: Backend::to_c(o.backend) }
+    }
+    pub(crate) fn to_rust(self) -> crate::Result<PoolOptions> {
+        Ok(PoolOptions { spin_ns: self.spin_ns, backend: Backend::from_c(self.backend)? })
+    }
 }
 
 /// One page's result, filled by vmig_comp_poll()/vmig_comp_wait_result().
@@ -111,7 +158,7 @@ pub(crate) struct CompHandle {
 box_handle!(vmig_comp_pool, CompHandle, 0x766d_6370);
 
 /// Creates a compression pool and starts `config->threads` workers named
-/// `vmig-comp/N`.
+/// `vmig-comp/N`, with the default options (vmig_pool_options_init()).
 ///
 /// Returns the pool, or NULL with errno EINVAL (NULL or out-of-range
 /// config), ENOMEM, or EAGAIN (a thread could not be started; the ones
@@ -123,27 +170,73 @@ box_handle!(vmig_comp_pool, CompHandle, 0x766d_6370);
 /// `config` is NULL or points at a vmig_comp_config.
 #[no_mangle]
 pub unsafe extern "C" fn vmig_comp_pool_new(config: *const vmig_comp_config) -> *mut vmig_comp_pool {
+    // SAFETY: NULL or valid, per this function's contract.
+    catch_ptr(|| new_pool(unsafe { config.as_ref() }, PoolOptions::default()))
+}
+
+/// Fills `*options` with the defaults of every option.
+/// Returns 0, or -EINVAL for NULL.
+///
+/// Thread-safety: may be called from any thread.
+///
+/// # Safety
+/// `options` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn vmig_pool_options_init(options: *mut vmig_pool_options) -> i32 {
+    catch_int(|| {
+        // SAFETY: NULL or writable, per this function's contract.
+        let out = unsafe { options.as_mut() }
+            .ok_or_else(|| Error::InvalidArgument("options is NULL").in_call(|| "vmig_pool_options_init(NULL)".into()))?;
+        *out = vmig_pool_options::from_rust(&PoolOptions::default());
+        Ok(0)
+    })
+}
+
+/// vmig_comp_pool_new() with options (start from vmig_pool_options_init()).
+///
+/// Returns the pool, or NULL with errno EINVAL (NULL or out-of-range
+/// config or options), EOPNOTSUPP (a backend this build lacks), ENOMEM,
+/// or EAGAIN (a thread could not be started). Free it with
+/// vmig_comp_pool_free().
+///
+/// Thread-safety: may be called from any thread.
+///
+/// # Safety
+/// `config` is NULL or points at a vmig_comp_config; `options` is NULL or
+/// points at a vmig_pool_options.
+#[no_mangle]
+pub unsafe extern "C" fn vmig_comp_pool_new_opts(
+    config: *const vmig_comp_config,
+    options: *const vmig_pool_options,
+) -> *mut vmig_comp_pool {
     catch_ptr(|| {
         // SAFETY: NULL or valid, per this function's contract.
-        let c = unsafe { config.as_ref() }.ok_or(Error::InvalidArgument("config is NULL"))?;
-        let pool = CompPool::new(&CompConfig {
-            threads: c.threads,
-            level: c.level,
-            page_size: c.page_size,
-            ring_depth: c.ring_depth,
-        })
-        .map_err(|e| {
-            e.in_call(|| {
-                format!(
-                    "vmig_comp_pool_new(threads {}, level {}, page_size {}, ring_depth {})",
-                    c.threads, c.level, c.page_size, c.ring_depth
-                )
-            })
+        let o = unsafe { options.as_ref() }.ok_or_else(|| {
+            Error::InvalidArgument("options is NULL").in_call(|| "vmig_comp_pool_new_opts(options NULL)".into())
         })?;
-        let mut lent = HashMap::new();
-        lent.try_reserve(pool.max_pending()).map_err(|_| Error::OutOfMemory)?;
-        Ok(vmig_comp_pool::new_box(CompHandle { pool, lent }))
+        let opts = o.to_rust().map_err(|e| e.in_call(|| format!("vmig_comp_pool_new_opts(backend {})", o.backend)))?;
+        // SAFETY: NULL or valid, per this function's contract.
+        new_pool(unsafe { config.as_ref() }, opts)
     })
+}
+
+fn new_pool(config: Option<&vmig_comp_config>, options: PoolOptions) -> crate::Result<*mut vmig_comp_pool> {
+    let c = config.ok_or(Error::InvalidArgument("config is NULL"))?;
+    let pool = CompPool::with_options(
+        &CompConfig { threads: c.threads, level: c.level, page_size: c.page_size, ring_depth: c.ring_depth },
+        &options,
+    )
+    .map_err(|e| {
+        e.in_call(|| {
+            format!(
+                "vmig_comp_pool_new(threads {}, level {}, page_size {}, ring_depth {}, {options:?})",
+                c.threads, c.level, c.page_size, c.ring_depth
+            )
+        })
+    })?;
+    let mut lent = HashMap::new();
+    lent.try_reserve(pool.max_pending()).map_err(|_| Error::OutOfMemory)?;
+    Ok(vmig_comp_pool::new_box(CompHandle { pool, lent }))
 }
 
 /// Stops the workers, joins them and frees the pool, including pages still

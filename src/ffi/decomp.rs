@@ -8,6 +8,7 @@ use std::ffi::c_void;
 use super::handle::{self, box_handle};
 use super::{catch_int, catch_or_err, catch_ptr};
 use crate::error::Error;
+use super::comp::vmig_pool_options;
 use crate::pool::DecompPool;
 
 /// A decompression pool (opaque).
@@ -33,6 +34,36 @@ pub extern "C" fn vmig_decomp_pool_new(threads: u32, page_size: u32) -> *mut vmi
     catch_ptr(|| {
         let pool = DecompPool::new(threads, page_size)
             .map_err(|e| e.in_call(|| format!("vmig_decomp_pool_new(threads {threads}, page_size {page_size})")))?;
+        Ok(vmig_decomp_pool::new_box(pool))
+    })
+}
+
+/// vmig_decomp_pool_new() with options (start from
+/// vmig_pool_options_init()); backend VMIG_POOL_BACKEND_DEFAULT is zlib-rs,
+/// the fastest inflater exactly as strict as the system zlib. Every backend
+/// inflates the streams of every backend and of stock QEMU; libdeflate
+/// (faster) also accepts some corrupt streams zlib rejects.
+///
+/// Returns the pool, or NULL with errno EINVAL (out-of-range arguments or
+/// options, NULL options), EOPNOTSUPP (a backend this build lacks),
+/// ENOMEM or EAGAIN.
+///
+/// Thread-safety: may be called from any thread.
+///
+/// # Safety
+/// `options` is NULL or points at a vmig_pool_options.
+#[no_mangle]
+pub unsafe extern "C" fn vmig_decomp_pool_new_opts(
+    threads: u32,
+    page_size: u32,
+    options: *const vmig_pool_options,
+) -> *mut vmig_decomp_pool {
+    catch_ptr(|| {
+        let call = || format!("vmig_decomp_pool_new_opts(threads {threads}, page_size {page_size}, options {options:p})");
+        // SAFETY: NULL or valid, per this function's contract.
+        let o = unsafe { options.as_ref() }.ok_or_else(|| Error::InvalidArgument("options is NULL").in_call(call))?;
+        let opts = o.to_rust().map_err(|e| e.in_call(call))?;
+        let pool = DecompPool::with_options(threads, page_size, &opts).map_err(|e| e.in_call(call))?;
         Ok(vmig_decomp_pool::new_box(pool))
     })
 }

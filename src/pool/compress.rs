@@ -15,11 +15,8 @@
 //! page could not overtake a newer one: the newer copy of a page is never
 //! ready before the older one.
 
-use std::panic::catch_unwind;
-
-use flate2::{Compress, Compression, FlushCompress, Status};
-
-use super::config::{compress_bound, CompConfig};
+use super::backend::PageCompressor;
+use super::config::{compress_bound, CompConfig, PoolOptions, DEFAULT_BACKEND};
 use super::job::Slot;
 use super::stats::CompStats;
 use super::worker::{Engine, Work};
@@ -42,13 +39,11 @@ pub(crate) struct CompJob {
 // collected. Everything else in the job is owned data.
 unsafe impl Send for CompJob {}
 
-/// One worker's compressor: a zlib stream reused for every page (QEMU keeps
-/// one `z_stream` per thread too) and the copy of the page being compressed.
+/// One worker's compressor: the backend's per-worker state reused for
+/// every page (QEMU keeps one `z_stream` per thread too) and the copy of
+/// the page being compressed.
 struct CompWork {
-    z: Compress,
-    /// Level 0 (stored blocks), for pages the main level would expand past
-    /// `compressBound(page_size)`.
-    stored: Compress,
+    z: PageCompressor,
     copy: Vec<u8>,
 }
 
@@ -68,26 +63,11 @@ impl Work for CompWork {
             job.status = 0;
             return;
         }
-        self.z.reset();
-        if let Ok(Status::StreamEnd) = self.z.compress_vec(&self.copy, &mut job.out, FlushCompress::Finish) {
-            job.status = 0;
-            return;
-        }
-        // The stream did not fit in compressBound(page_size). System zlib
-        // never gets here (it falls back to stored blocks itself), but
-        // zlib-rs level 1 is zlib-ng's deflate_quick, whose static Huffman
-        // codes can expand random data by up to 1/8. QEMU's receiver rejects
-        // anything longer than compressBound(TARGET_PAGE_SIZE) (ram_load),
-        // so re-emit the page as stored blocks, which always fit.
-        job.out.clear();
-        self.stored.reset();
-        job.status = match self.stored.compress_vec(&self.copy, &mut job.out, FlushCompress::Finish) {
-            Ok(Status::StreamEnd) => 0,
-            // Stored blocks always fit compressBound: a bug; fail the page.
-            _ => {
-                job.out.clear();
-                -libc::EIO
-            }
+        // Every buffer has compress_bound(page_size) capacity (`new_slot`);
+        // an error is a bug: fail the page.
+        job.status = match self.z.compress(&self.copy, &mut job.out) {
+            Ok(()) => 0,
+            Err(_) => -libc::EIO,
         };
     }
 
@@ -184,18 +164,29 @@ impl CompPool {
     /// assert!(CompPool::new(&CompConfig { threads: 0, level: 1, page_size: 4096, ring_depth: 0 }).is_err());
     /// ```
     pub fn new(config: &CompConfig) -> Result<CompPool> {
+        Self::with_options(config, &PoolOptions::default())
+    }
+
+    /// [`new`](Self::new) with options beyond the pool's shape.
+    ///
+    /// ```
+    /// use vmig::pool::{CompConfig, PoolOptions, CompPool};
+    /// let cfg = CompConfig { threads: 1, level: 1, page_size: 4096, ring_depth: 0 };
+    /// let pool = CompPool::with_options(&cfg, &PoolOptions { spin_ns: 0, ..Default::default() }).unwrap();
+    /// assert_eq!(pool.threads(), 1);
+    /// assert!(CompPool::with_options(&cfg, &PoolOptions { spin_ns: u32::MAX, ..Default::default() }).is_err());
+    /// ```
+    pub fn with_options(config: &CompConfig, options: &PoolOptions) -> Result<CompPool> {
         let depth = config.validate()?;
+        options.validate()?;
         let page_size = config.page_size;
-        let level = Compression::new(config.level as u32);
-        let engine = Engine::new(config.threads, depth, "vmig-comp", |_| {
+        let level = config.level;
+        let backend = options.backend.unwrap_or(DEFAULT_BACKEND);
+        let engine = Engine::new(config.threads, depth, options.spin_ns, "vmig-comp", |_| {
             let mut copy = Vec::new();
             copy.try_reserve_exact(page_size as usize).map_err(|_| Error::OutOfMemory)?;
             copy.resize(page_size as usize, 0);
-            // zlib header on: RFC 1950, as QEMU's deflateInit(). flate2
-            // panics when zlib-rs reports Z_MEM_ERROR; make that ENOMEM.
-            let (z, stored) = catch_unwind(|| (Compress::new(level, true), Compress::new(Compression::new(0), true)))
-                .map_err(|_| Error::OutOfMemory)?;
-            Ok(CompWork { z, stored, copy })
+            Ok(CompWork { z: PageCompressor::new(backend, level)?, copy })
         })?;
         let mut free = Vec::new();
         free.try_reserve_exact(engine.max_in_flight()).map_err(|_| Error::OutOfMemory)?;
@@ -404,7 +395,7 @@ impl CompPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flate2::{Decompress, FlushDecompress};
+    use flate2::{Decompress, FlushDecompress, Status};
 
     fn inflate(data: &[u8], size: usize) -> Vec<u8> {
         let mut d = Decompress::new(true);

@@ -1,11 +1,13 @@
 //! Pool configuration and its validation.
 
+use super::backend::Backend;
 use crate::error::{Error, Result};
 
-/// Default depth of each worker's submission ring: the 2018 RFC's 4, about
-/// one futex wake's worth of level-1 work; measurements and when to raise
-/// it in docs/pool.md, "Ring depth".
-pub const DEFAULT_RING_DEPTH: u32 = 4;
+/// Default depth of each worker's submission ring: 32, so a migration
+/// thread that outruns its workers sleeps once per 16 pages (the wake-up
+/// comes at half) instead of once per 2 at the 2018 RFC's 4; measured in
+/// docs/pool.md, "Ring depth".
+pub const DEFAULT_RING_DEPTH: u32 = 32;
 /// Largest ring depth: beyond this a worker only hoards pages.
 pub const MAX_RING_DEPTH: u32 = 1024;
 /// Most worker threads in one pool. QEMU's `compress-threads` goes up to 255;
@@ -60,6 +62,56 @@ impl CompConfig {
     }
 }
 
+/// Default spin budget (`PoolOptions::spin_ns`), in nanoseconds: how long
+/// a pool thread that ran out of work polls before it sleeps on a futex.
+/// Set from the spin sweep in docs/pool.md, "Spin budget".
+pub const DEFAULT_SPIN_NS: u32 = 5_000;
+/// Largest spin budget: 1 ms, far past any futex round trip.
+pub const MAX_SPIN_NS: u32 = 1_000_000;
+
+/// Options of a compression or decompression pool beyond its shape
+/// (mirrors `vmig_pool_options`).
+/// `Default` gives the defaults every field documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Spin budget in nanoseconds, 0..=[`MAX_SPIN_NS`]: how long a worker
+    /// with an empty ring, or the submitter waiting for a result or ring
+    /// space, polls (yielding) before it sleeps. Only spent when the
+    /// workers and the submitter fit on the CPUs; 0 = sleep after a few
+    /// `pause` rounds. Default [`DEFAULT_SPIN_NS`].
+    pub spin_ns: u32,
+    /// The deflate backend; `None` (the default) is [`DEFAULT_BACKEND`]
+    /// for compression and [`Backend::default_inflater`] for
+    /// decompression. A backend this build lacks is `Unsupported`.
+    pub backend: Option<Backend>,
+}
+
+/// The compression pool's default backend, chosen by end-to-end migration
+/// time at 1 and 10 Gbit/s: docs/pool.md, "Backends".
+pub const DEFAULT_BACKEND: Backend = Backend::ZlibRs;
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions { spin_ns: DEFAULT_SPIN_NS, backend: None }
+    }
+}
+
+impl PoolOptions {
+    /// Checks every field.
+    ///
+    /// ```
+    /// use vmig::pool::PoolOptions;
+    /// assert!(PoolOptions::default().validate().is_ok());
+    /// assert!(PoolOptions { spin_ns: 2_000_000, ..Default::default() }.validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        if self.spin_ns > MAX_SPIN_NS {
+            return Err(Error::InvalidArgument("spin_ns must be at most 1000000"));
+        }
+        self.backend.map_or(Ok(()), Backend::check)
+    }
+}
+
 pub(crate) fn check_threads(threads: u32) -> Result<()> {
     if !(1..=MAX_THREADS).contains(&threads) {
         return Err(Error::InvalidArgument("threads must be 1..=256"));
@@ -87,7 +139,7 @@ mod tests {
 
     #[test]
     fn validation() {
-        assert_eq!(CompConfig::default().validate(), Ok(4));
+        assert_eq!(CompConfig::default().validate(), Ok(32));
         let bad = [
             CompConfig { threads: 0, ..Default::default() },
             CompConfig { threads: 257, ..Default::default() },

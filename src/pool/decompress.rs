@@ -13,9 +13,8 @@
 //! Submissions for the same `dest` are applied in submission order (a
 //! destination still in flight is routed to the worker holding it).
 
-use flate2::{Decompress, FlushDecompress, Status};
-
-use super::config::{check_page_size, check_threads, compress_bound, DEFAULT_RING_DEPTH};
+use super::backend::{self, Backend, PageInflater};
+use super::config::{check_page_size, check_threads, compress_bound, PoolOptions, DEFAULT_RING_DEPTH};
 use super::job::Slot;
 use super::worker::{Engine, Work};
 use crate::error::{Error, Result};
@@ -34,7 +33,7 @@ pub(crate) struct DecompJob {
 unsafe impl Send for DecompJob {}
 
 struct DecompWork {
-    z: Decompress,
+    z: Box<dyn PageInflater>,
     page: Vec<u8>,
 }
 
@@ -42,11 +41,7 @@ impl Work for DecompWork {
     type Job = DecompJob;
 
     fn run(&mut self, job: &mut DecompJob) {
-        self.z.reset(true);
-        let ok = matches!(self.z.decompress(&job.input, &mut self.page, FlushDecompress::Finish), Ok(Status::StreamEnd))
-            && self.z.total_out() == self.page.len() as u64
-            && self.z.total_in() == job.input.len() as u64;
-        if !ok {
+        if !self.z.inflate(&job.input, &mut self.page) {
             job.status = Error::BadMessage("").to_neg_errno();
             return;
         }
@@ -95,15 +90,28 @@ impl DecompPool {
     /// assert!(DecompPool::new(0, 4096).is_err());
     /// ```
     pub fn new(threads: u32, page_size: u32) -> Result<DecompPool> {
+        Self::with_options(threads, page_size, &PoolOptions::default())
+    }
+
+    /// [`new`](Self::new) with options; `options.backend` `None` picks
+    /// [`Backend::default_inflater`] (every inflater accepts every
+    /// backend's streams).
+    ///
+    /// ```
+    /// use vmig::pool::{Backend, DecompPool, PoolOptions};
+    /// let o = PoolOptions { backend: Some(Backend::ZlibRs), ..Default::default() };
+    /// assert!(DecompPool::with_options(1, 4096, &o).is_ok());
+    /// ```
+    pub fn with_options(threads: u32, page_size: u32, options: &PoolOptions) -> Result<DecompPool> {
         check_threads(threads)?;
         check_page_size(page_size)?;
-        let engine = Engine::new(threads, DEFAULT_RING_DEPTH, "vmig-decomp", |_| {
+        options.validate()?;
+        let backend = options.backend.unwrap_or_else(Backend::default_inflater);
+        let engine = Engine::new(threads, DEFAULT_RING_DEPTH, options.spin_ns, "vmig-decomp", |_| {
             let mut page = Vec::new();
             page.try_reserve_exact(page_size as usize).map_err(|_| Error::OutOfMemory)?;
             page.resize(page_size as usize, 0);
-            // flate2 panics when zlib-rs reports Z_MEM_ERROR; make that ENOMEM.
-            let z = std::panic::catch_unwind(|| Decompress::new(true)).map_err(|_| Error::OutOfMemory)?;
-            Ok(DecompWork { z, page })
+            Ok(DecompWork { z: backend::inflater(backend)?, page })
         })?;
         // Level 0 output is the largest a zlib stream of one page can be.
         let max_input = compress_bound(page_size);
@@ -246,7 +254,7 @@ impl DecompPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flate2::{Compress, Compression, FlushCompress};
+    use flate2::{Compress, Compression, FlushCompress, Status};
 
     fn deflate(page: &[u8], level: u32) -> Vec<u8> {
         let mut z = Compress::new(Compression::new(level), true);

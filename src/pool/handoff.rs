@@ -4,7 +4,7 @@
 //! the shipped protocol, not a copy of it. The protocol and why no wake-up
 //! is lost: [`super::wake`].
 
-use super::wake::{spin_for, WakeFlag};
+use super::wake::{spin_for, Spin, WakeFlag};
 use crate::ring::{Consumer, RingItem};
 use crate::sync::{AtomicBool, Ordering};
 
@@ -45,7 +45,7 @@ pub fn sleep_unless<T, E>(flag: &WakeFlag, recheck: impl FnOnce() -> Result<T, E
 
 /// Worker: the next job from its ring, spinning then sleeping while it is
 /// empty; `None` once `shutdown` is set.
-pub fn next_job<T: RingItem>(rx: &Consumer<T>, wake: &WakeFlag, shutdown: &AtomicBool, long_spin: bool) -> Option<T> {
+pub fn next_job<T: RingItem>(rx: &Consumer<T>, wake: &WakeFlag, shutdown: &AtomicBool, spin: Spin) -> Option<T> {
     loop {
         if let Some(j) = rx.dequeue() {
             return Some(j);
@@ -54,7 +54,7 @@ pub fn next_job<T: RingItem>(rx: &Consumer<T>, wake: &WakeFlag, shutdown: &Atomi
         if shutdown.load(Ordering::Relaxed) {
             return None;
         }
-        if let Some(j) = spin_for(long_spin, || rx.dequeue()) {
+        if let Some(j) = spin_for(spin, || rx.dequeue()) {
             return Some(j);
         }
         let woke = sleep_unless(wake, || {
@@ -90,9 +90,9 @@ pub fn result_published(waiter: &Waiter, queued: u32, low_water: u32) {
 /// Submitter: a result from the done ring, spinning then sleeping until a
 /// worker publishes one. The caller knows one is in flight: a worker holds
 /// it and will publish it, then wake the submitter.
-pub fn wait_result<T: RingItem>(waiter: &Waiter, done: &Consumer<T>, long_spin: bool) -> T {
+pub fn wait_result<T: RingItem>(waiter: &Waiter, done: &Consumer<T>, spin: Spin) -> T {
     loop {
-        if let Some(r) = spin_for(long_spin, || done.dequeue()) {
+        if let Some(r) = spin_for(spin, || done.dequeue()) {
             return r;
         }
         // Relaxed: ordered by F1 in `prepare_sleep`, read after F2.

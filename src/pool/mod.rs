@@ -1,7 +1,7 @@
 //! Compression and decompression pools: the lockless multithread model.
 //!
 //! The migration thread submits pages round-robin into a small SPSC ring per
-//! worker (depth 4 by default); workers publish results on one MPSC done ring
+//! worker (depth 32 by default); workers publish results on one MPSC done ring
 //! that the migration thread drains. Nothing on that path takes a lock; a
 //! worker sleeps only when its ring is empty and is woken only if asleep
 //! ([`wake`]). See `docs/pool.md` for the API, the guarantees and the
@@ -19,6 +19,7 @@
 //! pool.release(r);
 //! ```
 
+mod backend;
 mod compress;
 mod config;
 mod decompress;
@@ -37,12 +38,14 @@ pub mod loom_hooks {
     pub use super::handoff::{
         job_queued, next_job, request_shutdown, result_published, sleep_for_space, sleep_unless, wait_result, Waiter,
     };
-    pub use super::wake::WakeFlag;
+    pub use super::wake::{Spin, WakeFlag};
 }
 
+pub use backend::{Backend, PageCompressor, PageDecompressor};
 pub use compress::{CompPool, CompResult};
 pub use config::{
-    compress_bound, CompConfig, DEFAULT_RING_DEPTH, MAX_PAGE_SIZE, MAX_RING_DEPTH, MAX_THREADS, MIN_PAGE_SIZE,
+    compress_bound, CompConfig, PoolOptions, DEFAULT_BACKEND, DEFAULT_RING_DEPTH, DEFAULT_SPIN_NS, MAX_PAGE_SIZE, MAX_RING_DEPTH,
+    MAX_SPIN_NS, MAX_THREADS, MIN_PAGE_SIZE,
 };
 pub use decompress::DecompPool;
 pub use stats::CompStats;

@@ -48,18 +48,33 @@ use crate::sync::{fence, AtomicU32, Ordering};
 const AWAKE: u32 = 0;
 const SLEEPING: u32 = 1;
 
-/// How long a thread that ran out of work polls (yielding) before it
-/// sleeps: about one page at level 1, under the ~70 us futex wake round
-/// trip; measurements in docs/pool.md, "Spin budget".
-// Under loom `spin_for` polls once and uses neither constant.
-#[cfg_attr(vmig_loom, allow(dead_code))]
-pub const SPIN_BUDGET_NS: u64 = 50_000;
-
-/// Busy-wait rounds (`pause` instructions) before the spin loop starts
-/// yielding: ~1-2 us on current x86, enough to catch a result that is about
-/// to be published without a system call.
+/// Busy-wait rounds (`pause` instructions) before a waiting thread either
+/// sleeps or, with a spin budget ([`Spin::budget_ns`]), starts yielding:
+/// ~1-2 us on current x86, enough to catch a result that is about to be
+/// published without a system call.
 #[cfg_attr(vmig_loom, allow(dead_code))]
 pub const SPIN_PAUSES: u32 = 64;
+
+/// How a thread that ran out of work waits before it goes through the
+/// sleep protocol: [`SPIN_PAUSES`] polls, then polls with `sched_yield`
+/// for up to `budget_ns`. The budget is the pool's `spin_ns` option; it is
+/// dropped to 0 when the pool's threads do not fit on the CPUs
+/// ([`spinning_pays`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spin {
+    /// Nanoseconds of yielding polls after the pauses; 0: none.
+    pub budget_ns: u64,
+}
+
+impl Spin {
+    /// Only the [`SPIN_PAUSES`] polls, then sleep.
+    pub const PAUSES_ONLY: Spin = Spin { budget_ns: 0 };
+
+    /// The spin of a pool of `threads` workers with the `spin_ns` option.
+    pub fn for_pool(threads: u32, spin_ns: u32) -> Spin {
+        Spin { budget_ns: if spinning_pays(threads) { u64::from(spin_ns) } else { 0 } }
+    }
+}
 
 /// A sleeper's flag and futex word; see the module documentation.
 pub struct WakeFlag {
@@ -201,14 +216,24 @@ pub fn spinning_pays(threads: u32) -> bool {
 }
 
 /// Polls `ready` and returns its first `Some`; `None` means the caller
-/// should go through the sleep protocol. Polls [`SPIN_PAUSES`] times, then,
-/// if `long` (see [`spinning_pays`]), keeps polling with `sched_yield` for up
-/// to [`SPIN_BUDGET_NS`].
+/// should go through the sleep protocol. Polls [`SPIN_PAUSES`] times, then
+/// keeps polling with `sched_yield` for up to `spin.budget_ns`.
+///
+/// Under `cfg(vmig_loom)` the same steps run with time replaced by a count:
+/// one poll for the pauses and, with a budget, one `yield_now` and one more
+/// poll, so the models explore a spin that gives up as well as one that
+/// succeeds, then the sleep.
 #[inline]
-pub fn spin_for<T>(long: bool, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn spin_for<T>(spin: Spin, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
     #[cfg(vmig_loom)]
     {
-        let _ = long;
+        if let Some(v) = ready() {
+            return Some(v);
+        }
+        if spin.budget_ns == 0 {
+            return None;
+        }
+        crate::sync::yield_now();
         ready()
     }
     #[cfg(not(vmig_loom))]
@@ -219,7 +244,7 @@ pub fn spin_for<T>(long: bool, mut ready: impl FnMut() -> Option<T>) -> Option<T
             }
             crate::sync::spin_loop();
         }
-        if !long {
+        if spin.budget_ns == 0 {
             return ready();
         }
         let start = std::time::Instant::now();
@@ -227,7 +252,7 @@ pub fn spin_for<T>(long: bool, mut ready: impl FnMut() -> Option<T>) -> Option<T
             if let Some(v) = ready() {
                 return Some(v);
             }
-            if start.elapsed().as_nanos() as u64 >= SPIN_BUDGET_NS {
+            if start.elapsed().as_nanos() as u64 >= spin.budget_ns {
                 return None;
             }
             crate::sync::yield_now();

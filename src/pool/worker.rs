@@ -35,7 +35,7 @@ use std::thread::JoinHandle;
 use super::handoff::{self, Waiter};
 use super::job::{RouteTable, Slot};
 use super::tsan::Tsan;
-use super::wake::{spin_for, spinning_pays, WakeFlag};
+use super::wake::{spin_for, Spin, WakeFlag};
 use crate::error::{Error, Result};
 use crate::ring::{self, Consumer, MpProducer, Producer};
 use crate::sync::{AtomicBool, Ordering};
@@ -94,8 +94,8 @@ pub(crate) struct Engine<J: Send + 'static> {
     max_in_flight: usize,
     pub counters: EngineCounters,
     tsan: Tsan,
-    /// Whether waits spin past SPIN_PAUSES (`wake::spinning_pays`).
-    long_spin: bool,
+    /// How waits spin before they sleep (`wake::Spin::for_pool`).
+    spin: Spin,
     /// Pages queued on each worker so far.
     submitted: Vec<u64>,
     /// How far (in pages) a waiting submission lets one worker run ahead of
@@ -106,11 +106,13 @@ pub(crate) struct Engine<J: Send + 'static> {
 
 impl<J: Send + 'static> Engine<J> {
     /// Starts `threads` workers named `{name}/{index}`, each with a ring of
-    /// `depth` slots and its own `Work` from `make_work(index)`. On any
+    /// `depth` slots and its own `Work` from `make_work(index)`; every wait
+    /// spins up to `spin_ns` (the `spin_ns` option) before it sleeps. On any
     /// failure the workers already started are stopped and joined.
     pub fn new<W: Work<Job = J>>(
         threads: u32,
         depth: u32,
+        spin_ns: u32,
         name: &str,
         mut make_work: impl FnMut(u32) -> Result<W>,
     ) -> Result<Self> {
@@ -132,7 +134,7 @@ impl<J: Send + 'static> Engine<J> {
             max_in_flight: max,
             counters: EngineCounters { per_worker: vec![0; threads as usize], ..Default::default() },
             tsan: Tsan::detect(),
-            long_spin: spinning_pays(threads),
+            spin: Spin::for_pool(threads, spin_ns),
             submitted: vec![0; threads as usize],
             max_skew: 2 * u64::from(depth),
         };
@@ -146,7 +148,7 @@ impl<J: Send + 'static> Engine<J> {
                 wake: wake.clone(),
                 shared: engine.shared.clone(),
                 tsan: engine.tsan,
-                long_spin: engine.long_spin,
+                spin: engine.spin,
                 low_water: depth / 2,
             };
             let thread = std::thread::Builder::new()
@@ -201,15 +203,22 @@ impl<J: Send + 'static> Engine<J> {
                 return Err((Error::Busy, slot));
             }
             // Every candidate ring is full, so each candidate worker has work
-            // queued and will publish a result, which wakes us (see
-            // `worker_main`). Spin first: a slot frees up every ~16 us.
+            // queued and will publish a result, which wakes us once its ring
+            // is down to low water (`worker_main`). Only the pauses of a
+            // spin, never the budget: a spin that waits for one free slot
+            // succeeds after about one page, submits one page and spins
+            // again, so the submitter would burn a core for the whole run
+            // (32 us of CPU per page against 16 for the compression, issue
+            // 14). Sleeping until half the ring is free costs one futex
+            // round trip per depth/2 pages instead (docs/pool.md, "Spin
+            // budget").
             let (workers, submitted) = (&self.workers, &self.submitted);
             let room = |w: usize| submitted[w] < limit && workers[w].tx.count() < workers[w].tx.capacity();
             let has_room = || match pinned {
                 Some(w) => room(w as usize).then_some(()),
                 None => (0..workers.len()).any(room).then_some(()),
             };
-            if spin_for(self.long_spin, has_room).is_some() {
+            if spin_for(Spin::PAUSES_ONLY, has_room).is_some() {
                 continue;
             }
             // A second handle on the shared state: the retry borrows `self`.
@@ -292,7 +301,7 @@ impl<J: Send + 'static> Engine<J> {
         }
         // Something is in flight and neither ready nor on the done ring: a
         // worker holds it and will publish it, then wake us.
-        let s = handoff::wait_result(&self.shared.waiter, &self.done, self.long_spin);
+        let s = handoff::wait_result(&self.shared.waiter, &self.done, self.spin);
         self.collected(&s);
         Some(s)
     }
@@ -301,7 +310,7 @@ impl<J: Send + 'static> Engine<J> {
     /// for `poll`, in order).
     pub fn flush(&mut self) {
         while self.ready.len() < self.in_flight {
-            let s = handoff::wait_result(&self.shared.waiter, &self.done, self.long_spin);
+            let s = handoff::wait_result(&self.shared.waiter, &self.done, self.spin);
             self.ready.push_back(s);
         }
     }
@@ -328,15 +337,15 @@ struct WorkerCtx<J: Send + 'static> {
     wake: Arc<WakeFlag>,
     shared: Arc<Shared>,
     tsan: Tsan,
-    /// Spin past SPIN_PAUSES before sleeping (`wake::spinning_pays`).
-    long_spin: bool,
+    /// How to spin before sleeping (`wake::Spin::for_pool`).
+    spin: Spin,
     /// Ring count at or below which a space-waiting submitter is woken.
     low_water: u32,
 }
 
 fn worker_main<W: Work>(mut work: W, ctx: WorkerCtx<W::Job>) {
-    let WorkerCtx { rx, done, wake, shared, tsan, long_spin, low_water } = ctx;
-    while let Some(mut slot) = handoff::next_job(&rx, &wake, &shared.shutdown, long_spin) {
+    let WorkerCtx { rx, done, wake, shared, tsan, spin, low_water } = ctx;
+    while let Some(mut slot) = handoff::next_job(&rx, &wake, &shared.shutdown, spin) {
         tsan.acquire(&*slot);
         // Relaxed: a shortcut only; pages queued at shutdown are dropped,
         // not processed (their memory may be gone once free returns).
@@ -384,7 +393,7 @@ mod tests {
 
     #[test]
     fn same_key_in_order_and_panics_reported() {
-        let mut e = Engine::new(3, 2, "vmig-test", |_| Ok(Echo)).unwrap();
+        let mut e = Engine::new(3, 2, 0, "vmig-test", |_| Ok(Echo)).unwrap();
         let n: u64 = if cfg!(miri) { 50 } else { 20_000 };
         let mut last = std::collections::HashMap::new();
         let mut got = 0;
@@ -414,7 +423,7 @@ mod tests {
 
     #[test]
     fn wait_flush_and_drop_in_flight() {
-        let mut e = Engine::new(2, 4, "vmig-test", |_| Ok(Echo)).unwrap();
+        let mut e = Engine::new(2, 4, 0, "vmig-test", |_| Ok(Echo)).unwrap();
         for i in 0..8 {
             e.submit(slot(i, i), true).unwrap();
         }
@@ -432,7 +441,7 @@ mod tests {
 
     #[test]
     fn busy_when_results_uncollected() {
-        let mut e = Engine::new(1, 2, "vmig-test", |_| Ok(Echo)).unwrap();
+        let mut e = Engine::new(1, 2, 0, "vmig-test", |_| Ok(Echo)).unwrap();
         let max = e.max_in_flight();
         for i in 0..max as u64 {
             e.submit(slot(i, i), true).unwrap();
@@ -462,7 +471,7 @@ mod tests {
     fn failed_construction_joins_started_workers() {
         let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let started = std::sync::atomic::AtomicUsize::new(0);
-        let r = Engine::new(4, 2, "vmig-test", |i| {
+        let r = Engine::new(4, 2, 0, "vmig-test", |i| {
             if i == 2 {
                 return Err(Error::OutOfMemory);
             }
