@@ -26,6 +26,7 @@ pub mod dirty;
 pub mod reaper;
 pub mod ring;
 mod ring_cursor;
+pub mod ring_handle;
 pub mod throttle;
 pub mod version;
 

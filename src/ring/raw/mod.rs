@@ -86,10 +86,11 @@
 //!   keep the cursors in the ring header around each call.
 
 mod algorithm;
+mod bulk;
 mod layout;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use layout::{memsize, Cursor, RawRing, FLAG_MP, MAX_CAPACITY, MIN_CAPACITY, RING_ALIGN};
+pub(crate) use layout::{memsize, Cursor, RawRing, FLAG_MP, MAX_CAPACITY, MIN_CAPACITY, RING_ALIGN, ROLE_CONSUMER, ROLE_RING_FREED, ROLE_SP_PRODUCER};
 #[cfg(test)]
 use layout::{check_shape, FLAG_OWNED};
