@@ -128,7 +128,9 @@ impl<T> Tagged<T> {
 /// `p` is NULL or points at least four readable bytes (a handle of some
 /// vmig type, or other memory the caller owns), not freed.
 unsafe fn check<H: Handle>(p: *const H) -> Result<NonNull<u8>> {
-    let p = NonNull::new(p.cast::<u8>().cast_mut()).ok_or(Error::InvalidArgument(H::NULL))?;
+    // `ok_or_else`: an `Error` built eagerly would be dropped (a call)
+    // on every successful check.
+    let p = NonNull::new(p.cast::<u8>().cast_mut()).ok_or_else(|| Error::InvalidArgument(H::NULL))?;
     if p.as_ptr() as usize % H::ALIGN != 0 {
         return Err(Error::InvalidArgument(H::FOREIGN));
     }

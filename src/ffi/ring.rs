@@ -48,7 +48,7 @@ unsafe impl Handle for vmig_ring {
 
     unsafe fn object(p: NonNull<u8>) -> Result<NonNull<RawRing>> {
         // SAFETY: a live ring (contract).
-        unsafe { RawRing::from_handle(p) }.ok_or(Error::InvalidArgument(Self::FOREIGN))
+        unsafe { RawRing::from_handle(p) }.ok_or_else(|| Error::InvalidArgument(Self::FOREIGN))
     }
 
     unsafe fn destroy(p: NonNull<u8>) {
