@@ -209,7 +209,9 @@ unsafe fn consumer_mut<'a>(c: *mut vmig_ring_consumer, call: impl FnOnce() -> St
 #[no_mangle]
 pub unsafe extern "C" fn vmig_ring_producer_enqueue(producer: *mut vmig_ring_producer, item: *mut c_void) -> i32 {
     catch_int(|| {
-        let call = || format!("vmig_ring_producer_enqueue(producer {producer:p}, item {item:p})");
+        // `move`: the message closures copy the arguments, so the fast
+        // path does not spill them to the stack for the error path.
+        let call = move || format!("vmig_ring_producer_enqueue(producer {producer:p}, item {item:p})");
         // SAFETY: per this function's contract; one thread per handle.
         let p = unsafe { producer_mut(producer, call)? };
         let item = NonNull::new(item).ok_or_else(|| Error::InvalidArgument("item is NULL").in_call(call))?;
@@ -247,7 +249,7 @@ pub unsafe extern "C" fn vmig_ring_producer_enqueue_burst(
     n: u32,
 ) -> i32 {
     catch_int(|| {
-        let call = || format!("vmig_ring_producer_enqueue_burst(producer {producer:p}, items {items:p}, n {n})");
+        let call = move || format!("vmig_ring_producer_enqueue_burst(producer {producer:p}, items {items:p}, n {n})");
         // SAFETY: per this function's contract; one thread per handle.
         let p = unsafe { producer_mut(producer, call)? };
         if n == 0 {
@@ -342,7 +344,7 @@ pub unsafe extern "C" fn vmig_ring_consumer_free(consumer: *mut vmig_ring_consum
 #[no_mangle]
 pub unsafe extern "C" fn vmig_ring_consumer_dequeue(consumer: *mut vmig_ring_consumer, item: *mut *mut c_void) -> i32 {
     catch_int(|| {
-        let call = || format!("vmig_ring_consumer_dequeue(consumer {consumer:p}, item {item:p})");
+        let call = move || format!("vmig_ring_consumer_dequeue(consumer {consumer:p}, item {item:p})");
         // SAFETY: per this function's contract; one thread per handle.
         let c = unsafe { consumer_mut(consumer, call)? };
         if item.is_null() {
@@ -376,7 +378,7 @@ pub unsafe extern "C" fn vmig_ring_consumer_dequeue_burst(
     n: u32,
 ) -> i32 {
     catch_int(|| {
-        let call = || format!("vmig_ring_consumer_dequeue_burst(consumer {consumer:p}, items {items:p}, n {n})");
+        let call = move || format!("vmig_ring_consumer_dequeue_burst(consumer {consumer:p}, items {items:p}, n {n})");
         // SAFETY: per this function's contract; one thread per handle.
         let c = unsafe { consumer_mut(consumer, call)? };
         if n == 0 {
