@@ -406,8 +406,8 @@ fn c_per_call(producers: usize, items: usize) -> f64 {
             send_each(p, n, producers, |v| unsafe { (api.ring_enqueue)(ring.0, as_item(v)) } == 0)
         },
         |total| {
-            // SAFETY: the only consumer.
             receive_each(total, producers, || {
+                // SAFETY: the only consumer.
                 let v = unsafe { (api.ring_dequeue)(ring.0) };
                 (!v.is_null()).then(|| v.addr())
             })

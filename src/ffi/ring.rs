@@ -47,8 +47,12 @@ unsafe impl Handle for vmig_ring {
     const ALIGN: usize = VMIG_RING_ALIGN;
 
     unsafe fn object(p: NonNull<u8>) -> Result<NonNull<RawRing>> {
+        // `let else`, not `ok_or`: see `handle::check`.
         // SAFETY: a live ring (contract).
-        unsafe { RawRing::from_handle(p) }.ok_or_else(|| Error::InvalidArgument(Self::FOREIGN))
+        let Some(r) = (unsafe { RawRing::from_handle(p) }) else {
+            return Err(Error::InvalidArgument(Self::FOREIGN));
+        };
+        Ok(r)
     }
 
     unsafe fn destroy(p: NonNull<u8>) {

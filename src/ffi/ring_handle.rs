@@ -352,7 +352,9 @@ pub unsafe extern "C" fn vmig_ring_consumer_dequeue(consumer: *mut vmig_ring_con
         }
         // SAFETY: the consumer role makes this handle the only consumer;
         // `cur` is its cursor and `mp` the ring's mode.
-        let got = unsafe { c.ring.raw().dequeue_one(&mut c.cur, c.mp) }.ok_or_else(|| Error::Empty)?;
+        let Some(got) = (unsafe { c.ring.raw().dequeue_one(&mut c.cur, c.mp) }) else {
+            return Err(Error::Empty);
+        };
         // SAFETY: `item` is valid for one write per the contract.
         unsafe { item.write(got.as_ptr().cast()) };
         Ok(0)
