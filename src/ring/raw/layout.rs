@@ -287,7 +287,9 @@ impl RawRing {
 
     /// The base of the slot array as plain pointers, for the bulk copies
     /// of `bulk.rs` (an `AtomicPtr<()>` has the layout of a `*mut ()`).
-    /// Derived from the whole slice, so it may address every slot.
+    /// Derived from the whole slice, so it may address every slot. Not
+    /// under loom, whose atomics are not plain words (`bulk.rs`).
+    #[cfg(not(vmig_loom))]
     #[inline]
     pub(super) fn slots_base(&self) -> *mut *mut () {
         self.slots.as_ptr().cast::<*mut ()>().cast_mut()
