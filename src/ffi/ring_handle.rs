@@ -63,19 +63,25 @@ impl RingRef {
         if r.ring_handle_freed() {
             return Err(Error::InvalidArgument("the ring was freed (vmig_ring_free)"));
         }
+        // The handle keeps a pointer with the C pointer's provenance, not
+        // one derived from `r`: the teardown writes the header (Miri's
+        // Stacked Borrows rejects a write through a shared reference's).
+        // SAFETY: `ring` passed the check above, so it is a live ring.
+        let ptr = unsafe { RawRing::from_handle(NonNull::new_unchecked(ring.cast())) }
+            .ok_or(Error::InvalidArgument("not an initialised vmig_ring"))?;
         let role = role(r);
         r.acquire_ref()?;
         if role != 0 && !r.claim_role(role) {
             // SAFETY: the reference taken above is ours; the ring handle's
             // keeps the ring alive.
-            unsafe { RawRing::release_ref(NonNull::from(r)) };
+            unsafe { RawRing::release_ref(ptr) };
             return Err(Error::InUse(if role == ROLE_CONSUMER {
                 "the ring already has a consumer handle"
             } else {
                 "the single-producer ring already has a producer handle"
             }));
         }
-        Ok(RingRef { ring: NonNull::from(r), role })
+        Ok(RingRef { ring: ptr, role })
     }
 
     #[inline]
