@@ -13,6 +13,7 @@
 //! structures rather than the wake-up policies.
 
 use std::collections::VecDeque;
+use std::ffi::c_void;
 use std::hint::black_box;
 use std::num::NonZeroUsize;
 use std::sync::mpsc::{sync_channel, TryRecvError, TrySendError};
@@ -21,6 +22,12 @@ use std::thread;
 use std::time::Instant;
 
 use crossbeam_queue::ArrayQueue;
+use vmig::ffi::ring::{vmig_ring, vmig_ring_dequeue, vmig_ring_enqueue, vmig_ring_free, vmig_ring_new, VMIG_RING_MP};
+use vmig::ffi::ring_handle::{
+    vmig_ring_consumer, vmig_ring_consumer_dequeue, vmig_ring_consumer_dequeue_burst, vmig_ring_consumer_free,
+    vmig_ring_consumer_new, vmig_ring_producer, vmig_ring_producer_enqueue, vmig_ring_producer_enqueue_burst,
+    vmig_ring_producer_free, vmig_ring_producer_new,
+};
 
 #[path = "support/affinity.rs"]
 mod affinity;
@@ -240,6 +247,177 @@ fn vmig_spsc_burst(items: usize) -> f64 {
     )
 }
 
+/// The C ABI's ring entry points, as pointers the optimiser cannot see
+/// through (`black_box`): with the bench's LTO the exported functions
+/// would otherwise be inlined here, which a C caller (a call into
+/// libvmig.so or libvmig.a) never gets. Each operation is a real call into
+/// the exported function, handle checks and panic boundary included.
+#[derive(Clone, Copy)]
+struct CApi {
+    enqueue: unsafe extern "C" fn(*mut vmig_ring_producer, *mut c_void) -> i32,
+    enqueue_burst: unsafe extern "C" fn(*mut vmig_ring_producer, *const *mut c_void, u32) -> i32,
+    dequeue: unsafe extern "C" fn(*mut vmig_ring_consumer, *mut *mut c_void) -> i32,
+    dequeue_burst: unsafe extern "C" fn(*mut vmig_ring_consumer, *mut *mut c_void, u32) -> i32,
+    ring_enqueue: unsafe extern "C" fn(*mut vmig_ring, *mut c_void) -> i32,
+    ring_dequeue: unsafe extern "C" fn(*mut vmig_ring) -> *mut c_void,
+}
+
+fn c_api() -> CApi {
+    black_box(CApi {
+        enqueue: vmig_ring_producer_enqueue,
+        enqueue_burst: vmig_ring_producer_enqueue_burst,
+        dequeue: vmig_ring_consumer_dequeue,
+        dequeue_burst: vmig_ring_consumer_dequeue_burst,
+        ring_enqueue: vmig_ring_enqueue,
+        ring_dequeue: vmig_ring_dequeue,
+    })
+}
+
+/// A C handle on its way to the thread that uses it.
+struct Owned<T>(*mut T);
+// SAFETY: each handle is used by one thread at a time (the C rule): made
+// here, taken by its producer thread once, freed there.
+unsafe impl<T> Send for Owned<T> {}
+
+fn as_item(v: usize) -> *mut c_void {
+    std::ptr::without_provenance_mut(v)
+}
+
+/// A ring through the C ABI with one producer handle per producer and the
+/// consumer handle; the ring handle is freed at once (the handles hold it).
+fn c_ring(producers: usize) -> (Mutex<Vec<Option<Owned<vmig_ring_producer>>>>, *mut vmig_ring_consumer) {
+    let flags = if producers > 1 { VMIG_RING_MP } else { 0 };
+    let ring = vmig_ring_new(CAP as u32, flags);
+    assert!(!ring.is_null());
+    // SAFETY: `ring` is live until the free below; the handles keep it.
+    unsafe {
+        let tx = (0..producers).map(|_| Some(Owned(vmig_ring_producer_new(ring)))).collect::<Vec<_>>();
+        let rx = vmig_ring_consumer_new(ring);
+        vmig_ring_free(ring);
+        assert!(tx.iter().all(|h| !h.as_ref().unwrap().0.is_null()) && !rx.is_null());
+        (Mutex::new(tx), rx)
+    }
+}
+
+/// Single-item enqueue and dequeue through the C ABI's per-thread handles.
+fn c_handles(producers: usize, items: usize) -> f64 {
+    let api = c_api();
+    let (tx, rx) = c_ring(producers);
+    let rate = run_threads(
+        producers,
+        items,
+        move |p, n| {
+            let h = tx.lock().unwrap()[p].take().unwrap();
+            // SAFETY: this thread's live handle; non-NULL items.
+            send_each(p, n, producers, |v| unsafe { (api.enqueue)(h.0, as_item(v)) } == 0);
+            // SAFETY: this thread's handle, not used again.
+            unsafe { vmig_ring_producer_free(h.0) };
+        },
+        |total| {
+            let mut out = std::ptr::null_mut();
+            // SAFETY: the consumer handle, used by this thread only.
+            receive_each(total, producers, || (unsafe { (api.dequeue)(rx, &mut out) } == 0).then(|| out.addr()))
+        },
+    );
+    // SAFETY: every producer is done; the last handle frees the ring.
+    unsafe { vmig_ring_consumer_free(rx) };
+    rate
+}
+
+/// Bursts of [`BURST`] through the C ABI's handles (on the SP ring: one
+/// reservation, one copy, one publish per call).
+fn c_handles_burst(items: usize) -> f64 {
+    let api = c_api();
+    let (tx, rx) = c_ring(1);
+    let rate = run_threads(
+        1,
+        items,
+        move |_, n| {
+            let h = tx.lock().unwrap()[0].take().unwrap();
+            let mut buf = [std::ptr::null_mut(); BURST];
+            let mut k = 0;
+            let mut b = Backoff::new();
+            while k < n {
+                let len = BURST.min(n - k);
+                for (i, slot) in buf[..len].iter_mut().enumerate() {
+                    *slot = as_item(item(0, k + i, 1));
+                }
+                let mut done = 0;
+                while done < len {
+                    // SAFETY: this thread's live handle; `len - done` non-NULL items.
+                    let m = unsafe { (api.enqueue_burst)(h.0, buf[done..].as_ptr(), (len - done) as u32) };
+                    assert!(m >= 0);
+                    if m == 0 {
+                        b.wait();
+                    }
+                    done += m as usize;
+                }
+                k += len;
+            }
+            // SAFETY: this thread's handle, not used again.
+            unsafe { vmig_ring_producer_free(h.0) };
+        },
+        |total| {
+            let mut order = Order::new(1);
+            let mut buf = [std::ptr::null_mut(); BURST];
+            let mut got = 0;
+            let mut b = Backoff::new();
+            while got < total {
+                // SAFETY: the consumer handle; `buf` holds BURST pointers.
+                let m = unsafe { (api.dequeue_burst)(rx, buf.as_mut_ptr(), BURST as u32) };
+                assert!(m >= 0);
+                if m == 0 {
+                    b.wait();
+                }
+                for v in &buf[..m as usize] {
+                    order.see(v.addr());
+                }
+                got += m as usize;
+            }
+        },
+    );
+    // SAFETY: the producer is done; the last handle frees the ring.
+    unsafe { vmig_ring_consumer_free(rx) };
+    rate
+}
+
+/// The ring handle shared by the threads (per-call C API).
+#[derive(Clone, Copy)]
+struct Shared(*mut vmig_ring);
+// SAFETY: the per-call C API is made for concurrent producers (MP) and
+// one consumer; each side's rule is kept by the scenario.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+/// The per-call C API (`vmig_ring_enqueue`/`vmig_ring_dequeue`), whose
+/// cursors live in the shared ring header: what C callers had before the
+/// handles.
+fn c_per_call(producers: usize, items: usize) -> f64 {
+    let api = c_api();
+    let ring = Shared(vmig_ring_new(CAP as u32, if producers > 1 { VMIG_RING_MP } else { 0 }));
+    assert!(!ring.0.is_null());
+    let rate = run_threads(
+        producers,
+        items,
+        move |p, n| {
+            let ring = ring;
+            // SAFETY: a live ring; one producer (SP) or an MP ring; non-NULL items.
+            send_each(p, n, producers, |v| unsafe { (api.ring_enqueue)(ring.0, as_item(v)) } == 0)
+        },
+        |total| {
+            receive_each(total, producers, || {
+                // SAFETY: the only consumer.
+                let v = unsafe { (api.ring_dequeue)(ring.0) };
+                (!v.is_null()).then(|| v.addr())
+            })
+        },
+    );
+    // SAFETY: every thread is done with the ring.
+    unsafe { vmig_ring_free(ring.0) };
+    rate
+}
+
 fn rtrb_spsc(items: usize) -> f64 {
     let (tx, mut rx) = rtrb::RingBuffer::<usize>::new(CAP);
     let tx = Mutex::new(Some(tx));
@@ -428,6 +606,25 @@ fn latencies(pairs: usize) -> Vec<(&'static str, f64)> {
         |v| tx.enqueue(nz(v)).unwrap(),
         || rx.dequeue().unwrap().get(),
     );
+    let api = c_api();
+    let (tx, rx) = c_ring(1);
+    let h = tx.lock().unwrap()[0].take().unwrap();
+    let mut out = std::ptr::null_mut();
+    let vmig_c = pair_latency(
+        pairs,
+        // SAFETY: this thread's live handles; non-NULL items.
+        |v| assert_eq!(unsafe { (api.enqueue)(h.0, as_item(v)) }, 0),
+        || {
+            // SAFETY: as above.
+            assert_eq!(unsafe { (api.dequeue)(rx, &mut out) }, 0);
+            out.addr()
+        },
+    );
+    // SAFETY: handles of this thread, not used again; the last frees the ring.
+    unsafe {
+        vmig_ring_producer_free(h.0);
+        vmig_ring_consumer_free(rx);
+    }
     let (mut tx, mut rx) = rtrb::RingBuffer::<usize>::new(CAP);
     let rtrb = pair_latency(pairs, |v| tx.push(v).unwrap(), || rx.pop().unwrap());
     let q = ArrayQueue::<usize>::new(CAP);
@@ -447,6 +644,7 @@ fn latencies(pairs: usize) -> Vec<(&'static str, f64)> {
     vec![
         ("vmig spsc", vmig_sp),
         ("vmig mpsc", vmig_mp),
+        ("vmig C ABI handles (spsc)", vmig_c),
         ("rtrb", rtrb),
         ("crossbeam ArrayQueue", aq),
         ("std sync_channel", ch),
@@ -464,30 +662,40 @@ type Run<'a> = (&'static str, &'a dyn Fn(usize) -> f64);
 
 /// Runs every queue `p.reps` times, interleaved (A B C A B C ...), so a
 /// slow drift in machine load touches all of them alike; returns each
-/// queue's median, in the order given.
-fn measure(p: &Params, runs: &[Run]) -> Vec<(&'static str, f64)> {
+/// queue's rate in every round, in the order given.
+fn measure(p: &Params, runs: &[Run]) -> Vec<(&'static str, Vec<f64>)> {
     let mut results = vec![Vec::new(); runs.len()];
     for _ in 0..p.reps {
         for (i, (_, run)) in runs.iter().enumerate() {
             results[i].push(run(p.items));
         }
     }
-    runs.iter().zip(results).map(|((name, _), r)| (*name, median(r))).collect()
+    runs.iter().zip(results).map(|((name, _), r)| (*name, r)).collect()
 }
 
-/// Prints one throughput table: vmig first, then each baseline with
-/// vmig's ratio against it.
-fn table(title: &str, rows: &[(&str, f64)]) {
+/// Median over the rounds of `a[r] / b[r]`: each round's contenders ran
+/// back to back, so the per-round ratio cancels most of the load drift.
+fn ratio(a: &[f64], b: &[f64]) -> f64 {
+    median(a.iter().zip(b).map(|(x, y)| x / y).collect())
+}
+
+/// Prints one throughput table: each queue's median rate, and for each of
+/// the first `subjects` rows (vmig's) its median per-round ratio against
+/// every other row.
+fn table(title: &str, rows: &[(&str, Vec<f64>)], subjects: usize) {
     println!("\n{title}");
-    println!("  {:<28} {:>14} {:>12}", "queue", "Mitems/s", "vmig ratio");
-    let vmig = rows[0].1;
+    print!("  {:<34} {:>9}", "queue", "Mitems/s");
+    for (name, _) in &rows[..subjects] {
+        print!(" {:>22}", format!("{name} ratio"));
+    }
+    println!();
     for (name, v) in rows {
-        let ratio = if *name == rows[0].0 {
-            String::from("-")
-        } else {
-            format!("{:.2}x", vmig / v)
-        };
-        println!("  {:<28} {:>14.1} {:>12}", name, v / 1e6, ratio);
+        print!("  {:<34} {:>9.1}", name, median(v.clone()) / 1e6);
+        for (subject, s) in &rows[..subjects] {
+            let cell = if subject == name { String::from("-") } else { format!("{:.2}x", ratio(s, v)) };
+            print!(" {:>22}", cell);
+        }
+        println!();
     }
 }
 
@@ -530,13 +738,16 @@ fn main() {
             &measure(
                 &p,
                 &[
-                    ("vmig spsc", &vmig_spsc),
+                    ("vmig C ABI handles", &|n| c_handles(1, n)),
+                    ("vmig Rust API", &vmig_spsc),
                     ("rtrb", &rtrb_spsc),
                     ("crossbeam ArrayQueue", &|n| arrayq(1, n)),
                     ("std sync_channel", &|n| channel(1, n)),
                     ("Mutex<VecDeque>", &|n| mutex_deque(1, n)),
+                    ("vmig C ABI per-call (vmig_ring_*)", &|n| c_per_call(1, n)),
                 ],
             ),
+            2,
         );
     }
     if want("mpsc") {
@@ -545,31 +756,41 @@ fn main() {
             &measure(
                 &p,
                 &[
-                    ("vmig mpsc", &|n| vmig_mpsc(2, n)),
+                    ("vmig C ABI handles", &|n| c_handles(2, n)),
+                    ("vmig Rust API", &|n| vmig_mpsc(2, n)),
                     ("crossbeam ArrayQueue", &|n| arrayq(2, n)),
                     ("std sync_channel", &|n| channel(2, n)),
                     ("Mutex<VecDeque>", &|n| mutex_deque(2, n)),
+                    ("vmig C ABI per-call (vmig_ring_*)", &|n| c_per_call(2, n)),
                 ],
             ),
+            2,
         );
     }
     if want("placement") {
         if affinity::allowed_cpus().len() < 2 {
             println!("\nplacement: skipped, fewer than 2 CPUs allowed");
         } else {
-            println!("\nPinned placements (threads -> CPUs), Mitems/s and vmig ratio");
-            let pair = |cpus: &[usize], runs: &[Run]| {
+            println!("\nPinned placements (threads -> CPUs): Mitems/s, and vmig's median per-round ratio");
+            let sp: &[Run] = &[("C ABI", &|n| c_handles(1, n)), ("Rust", &vmig_spsc), ("rtrb", &rtrb_spsc)];
+            let mp: &[Run] = &[("C ABI", &|n| c_handles(2, n)), ("Rust", &|n| vmig_mpsc(2, n)), ("ArrayQueue", &|n| arrayq(2, n))];
+            let row = |name: &str, cpus: &[usize], runs: &[Run]| {
                 let r = pinned(cpus, || measure(&p, runs));
-                (r[0].1, r[1].1)
+                let m = |i: usize| median(r[i].1.clone()) / 1e6;
+                println!(
+                    "  {:<46} C ABI {:>6.1} ({:.2}x)  Rust {:>6.1} ({:.2}x)  {} {:>6.1}",
+                    name,
+                    m(0),
+                    ratio(&r[0].1, &r[2].1),
+                    m(1),
+                    ratio(&r[1].1, &r[2].1),
+                    r[2].0,
+                    m(2)
+                );
             };
-            let sp = |cpus: &[usize]| pair(cpus, &[("vmig", &vmig_spsc), ("rtrb", &rtrb_spsc)]);
-            let mp = |cpus: &[usize]| pair(cpus, &[("vmig", &|n| vmig_mpsc(2, n)), ("ArrayQueue", &|n| arrayq(2, n))]);
-            let row = |name: &str, base: &str, (v, b): (f64, f64)| {
-                println!("  {:<52} vmig {:>7.1}  {:<10} {:>7.1}  {:.2}x", name, v / 1e6, base, b / 1e6, v / b);
-            };
-            row("SPSC: producer CPU 0, consumer CPU 1", "rtrb", sp(&[0, 1]));
-            row("MPSC: producers CPU 0 and 1, consumer CPU 1", "ArrayQueue", mp(&[0, 1, 1]));
-            row("MPSC: producers both CPU 0, consumer CPU 1", "ArrayQueue", mp(&[0, 0, 1]));
+            row("SPSC: producer CPU 0, consumer CPU 1", &[0, 1], sp);
+            row("MPSC: producers CPU 0 and 1, consumer CPU 1", &[0, 1, 1], mp);
+            row("MPSC: producers both CPU 0, consumer CPU 1", &[0, 0, 1], mp);
         }
     }
     if want("burst") {
@@ -578,12 +799,14 @@ fn main() {
             &measure(
                 &p,
                 &[
-                    ("vmig spsc burst", &vmig_spsc_burst),
+                    ("vmig C ABI handles burst", &c_handles_burst),
+                    ("vmig Rust API burst", &vmig_spsc_burst),
                     ("rtrb push/pop_partial_slice", &rtrb_spsc_burst),
                     ("crossbeam ArrayQueue x32", &arrayq_burst),
-                    ("vmig spsc single ops", &vmig_spsc),
+                    ("vmig C ABI handles single ops", &|n| c_handles(1, n)),
                 ],
             ),
+            2,
         );
     }
     if !want("latency") {
@@ -597,7 +820,7 @@ fn main() {
     );
     println!(
         "  {:<28} {:>14} {:>12}",
-        "queue", "ns/pair", "vmig spsc ratio"
+        "queue", "ns/pair", "vmig spsc (Rust) ratio"
     );
     let med = |i: usize| median(runs.iter().map(|r| r[i].1).collect());
     let vmig = med(0);

@@ -126,6 +126,12 @@ typedef struct vmig_reaper vmig_reaper;
 // A bounded lockless ring of non-NULL `void *` items (opaque).
 typedef struct vmig_ring vmig_ring;
 
+// The consumer's handle on a vmig_ring, owned by one thread (opaque).
+typedef struct vmig_ring_consumer vmig_ring_consumer;
+
+// A producer's handle on a vmig_ring, owned by one thread (opaque).
+typedef struct vmig_ring_producer vmig_ring_producer;
+
 // A VM's auto-converge throttle with one closed-loop account per vCPU
 // (opaque).
 typedef struct vmig_throttle vmig_throttle;
@@ -903,7 +909,15 @@ struct vmig_ring *vmig_ring_new(uint32_t capacity, uint32_t flags);
 // only marks the memory uninitialised; the caller frees that memory.
 // NULL is a no-op.
 //
-// Thread-safety: no other thread may use the ring during or after the call.
+// With producer or consumer handles live (vmig_ring_producer_new(),
+// vmig_ring_consumer_new()), each holds a reference to the ring: the call
+// gives up the ring handle's, and the ring is freed (or marked
+// uninitialised) when the last handle is freed; the handles keep working
+// until then. A second vmig_ring_free() of such a ring is rejected
+// (vmig_last_error() says so).
+//
+// Thread-safety: no other thread may use the ring handle during or after
+// the call (its producer and consumer handles may go on being used).
 //
 // # Safety
 // `ring` is NULL or a live ring handle.
@@ -1015,6 +1029,157 @@ bool vmig_ring_empty(const struct vmig_ring *ring);
 // # Safety
 // `ring` is NULL or a live ring handle.
 bool vmig_ring_full(const struct vmig_ring *ring);
+
+// Creates a producer handle on `ring`, for one thread's enqueues. It keeps
+// the producer's index and a cached copy of the consumer's in its own
+// memory (rtrb's design) and reloads the shared one only when the cache
+// says the ring is full, so an enqueue touches the ring's shared memory
+// only at the slot and the index it publishes. On a VMIG_RING_MP ring
+// every producing thread makes its own handle; on a single-producer ring
+// there is one producer handle at a time.
+//
+// The handle holds a reference to the ring: vmig_ring_free() with live
+// handles leaves the ring to them, and the ring is torn down when the last
+// handle is freed. A ring in caller memory (vmig_ring_init()) must stay
+// mapped until its last handle is freed.
+//
+// Returns the handle, or NULL with errno EINVAL (NULL or not a live ring,
+// or a ring already given to vmig_ring_free()), EBUSY (a single-producer
+// ring whose producer handle is live) or ENOMEM. Free it with
+// vmig_ring_producer_free().
+//
+// Thread-safety: may be called from any thread; the handle is then used by
+// one thread at a time (using it from two threads at once is not allowed;
+// hand it over with a synchronising operation, e.g. a mutex or a thread
+// join). On a single-producer ring, the handle's thread is the ring's
+// producer: no vmig_ring_enqueue*() on that ring while the handle lives.
+//
+// # Safety
+// `ring` is NULL or a live ring handle.
+struct vmig_ring_producer *vmig_ring_producer_new(struct vmig_ring *ring);
+
+// Frees a producer handle; its reference to the ring goes with it (the
+// last reference frees the ring, see vmig_ring_producer_new()). Items it
+// enqueued stay in the ring. NULL is a no-op.
+//
+// Thread-safety: no other thread may use the handle during or after the call.
+//
+// # Safety
+// `producer` is NULL or a live producer handle.
+void vmig_ring_producer_free(struct vmig_ring_producer *producer);
+
+// Enqueues one item through a producer handle.
+//
+// Returns 0, -ENOBUFS when the ring is full, or -EINVAL for a NULL or
+// foreign handle or a NULL item (NULL marks an empty slot).
+//
+// Thread-safety: one thread at a time per handle (see
+// vmig_ring_producer_new()); concurrent with the consumer and, on a
+// VMIG_RING_MP ring, with other producers.
+//
+// # Safety
+// `producer` is NULL or a live producer handle.
+int32_t vmig_ring_producer_enqueue(struct vmig_ring_producer *producer, void *item);
+
+// Enqueues as many of `items[0..n)` as fit, in order, as one contiguous
+// block (on a VMIG_RING_MP ring no other producer's items interleave with
+// them). On a single-producer ring this is one reservation, one copy of
+// the pointers (two where the ring wraps) and one publish.
+//
+// Returns how many were enqueued (0..=n, 0 when the ring is full), or
+// -EINVAL for a NULL or foreign handle, NULL `items` with n > 0, or a NULL
+// among the items (checked before any is enqueued).
+//
+// Thread-safety: as vmig_ring_producer_enqueue().
+//
+// # Safety
+// `producer` is NULL or a live producer handle; `items` is NULL or valid
+// for reads of `n` pointers.
+int32_t vmig_ring_producer_enqueue_burst(struct vmig_ring_producer *producer,
+                                         void *const *items,
+                                         uint32_t n);
+
+// Creates the consumer handle of `ring`, for one thread's dequeues. It
+// keeps the consumer's index and, on a single-producer ring, a cached copy
+// of the producer's in its own memory (rtrb's design), reloading the shared
+// one only when the cache says the ring is empty. A ring has one consumer
+// handle at a time.
+//
+// The handle holds a reference to the ring, as a producer handle does
+// (see vmig_ring_producer_new()).
+//
+// Returns the handle, or NULL with errno EINVAL (NULL or not a live ring,
+// or a ring already given to vmig_ring_free()), EBUSY (the ring's consumer
+// handle is live) or ENOMEM. Free it with vmig_ring_consumer_free().
+//
+// Thread-safety: may be called from any thread; the handle is then used by
+// one thread at a time (using it from two threads at once is not allowed).
+// The handle's thread is the ring's consumer: no vmig_ring_dequeue*() on
+// that ring while the handle lives.
+//
+// # Safety
+// `ring` is NULL or a live ring handle.
+struct vmig_ring_consumer *vmig_ring_consumer_new(struct vmig_ring *ring);
+
+// Frees the consumer handle; its reference to the ring goes with it (the
+// last reference frees the ring). Items still queued stay in the ring.
+// NULL is a no-op.
+//
+// Thread-safety: no other thread may use the handle during or after the call.
+//
+// # Safety
+// `consumer` is NULL or a live consumer handle.
+void vmig_ring_consumer_free(struct vmig_ring_consumer *consumer);
+
+// Dequeues the oldest ready item into `*item`.
+//
+// Returns 0 (and `*item` holds the item), -ENOENT when nothing is ready
+// (`*item` untouched), or -EINVAL for a NULL or foreign handle or a NULL
+// `item`. On a VMIG_RING_MP ring an item whose producer is still storing
+// it counts as not ready yet; items from one producer come out in the
+// order it enqueued them.
+//
+// Thread-safety: one thread at a time (the ring's consumer); concurrent
+// with the producers.
+//
+// # Safety
+// `consumer` is NULL or a live consumer handle; `item` is NULL or valid
+// for a write of one pointer.
+int32_t vmig_ring_consumer_dequeue(struct vmig_ring_consumer *consumer, void **item);
+
+// Dequeues up to `n` ready items into `items[0..n)`, oldest first. On a
+// single-producer ring this is one check, one copy of the pointers (two
+// where the ring wraps) and one publish.
+//
+// Returns how many were dequeued (0 when nothing is ready), or -EINVAL for
+// a NULL or foreign handle or NULL `items` with n > 0.
+//
+// Thread-safety: as vmig_ring_consumer_dequeue().
+//
+// # Safety
+// `consumer` is NULL or a live consumer handle; `items` is NULL or valid
+// for writes of `n` pointers.
+int32_t vmig_ring_consumer_dequeue_burst(struct vmig_ring_consumer *consumer,
+                                         void **items,
+                                         uint32_t n);
+
+// Items in the ring behind a producer handle: a snapshot, as
+// vmig_ring_count(); -EINVAL for a NULL or foreign handle.
+//
+// Thread-safety: the handle's thread (the call reads the handle).
+//
+// # Safety
+// `producer` is NULL or a live producer handle.
+int32_t vmig_ring_producer_count(struct vmig_ring_producer *producer);
+
+// Items in the ring behind the consumer handle: a snapshot, as
+// vmig_ring_count(); -EINVAL for a NULL or foreign handle.
+//
+// Thread-safety: the handle's thread (the call reads the handle).
+//
+// # Safety
+// `consumer` is NULL or a live consumer handle.
+int32_t vmig_ring_consumer_count(struct vmig_ring_consumer *consumer);
 
 // Creates a throttle for `nr_vcpus` vCPUs (1..=VMIG_THROTTLE_MAX_VCPUS)
 // that run `timeslice_ns` (> 0; QEMU uses 10 ms) between sleeps. It starts

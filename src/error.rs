@@ -14,8 +14,13 @@ pub enum Error {
     InvalidArgument(&'static str),
     /// A ring has no free slot (`ENOBUFS`, DPDK's word for a full ring).
     Full,
+    /// A ring has no ready item (`ENOENT`, DPDK's word for an empty ring).
+    Empty,
     /// Every worker is busy and the caller asked not to wait (`EBUSY`).
     Busy,
+    /// A resource that allows one user already has one (`EBUSY`), e.g. a
+    /// second consumer handle on a ring.
+    InUse(&'static str),
     /// Memory could not be allocated (`ENOMEM`).
     OutOfMemory,
     /// Input data is corrupt, truncated or of the wrong length (`EBADMSG`).
@@ -52,7 +57,9 @@ impl Error {
         match self {
             Error::InvalidArgument(_) => libc::EINVAL,
             Error::Full => libc::ENOBUFS,
+            Error::Empty => libc::ENOENT,
             Error::Busy => libc::EBUSY,
+            Error::InUse(_) => libc::EBUSY,
             Error::OutOfMemory => libc::ENOMEM,
             Error::BadMessage(_) => libc::EBADMSG,
             Error::ThreadSpawn => libc::EAGAIN,
@@ -86,7 +93,9 @@ impl fmt::Display for Error {
         match self {
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             Error::Full => f.write_str("ring is full"),
+            Error::Empty => f.write_str("ring is empty"),
             Error::Busy => f.write_str("all workers are busy"),
+            Error::InUse(what) => write!(f, "in use: {what}"),
             Error::OutOfMemory => f.write_str("out of memory"),
             Error::BadMessage(what) => write!(f, "bad message: {what}"),
             Error::ThreadSpawn => f.write_str("could not spawn a worker thread"),

@@ -178,3 +178,134 @@ fn mpsc_burst_stays_contiguous() {
     });
 }
 
+
+/// The C ABI's per-thread handles (`src/ffi/ring_handle.rs`), through the
+/// exported functions: an SP ring of 2 slots, the producer handle sending
+/// 3 payloads in bursts (the bulk path: one reservation, the slot copies,
+/// one publish), the consumer handle taking them in bursts of 2. The ring
+/// handle is freed before the threads start and each handle is freed on
+/// its own thread with no join in between, so the last free (either one)
+/// tears the ring down: R6/A6 must order the other's accesses before it.
+#[test]
+fn c_handles_spsc_bursts_and_last_free() {
+    use std::ffi::c_void;
+    use vmig::ffi::ring::*;
+    use vmig::ffi::ring_handle::*;
+
+    /// A handle moving to its thread.
+    struct Owned<T>(*mut T);
+    // SAFETY: each handle is used by one thread at a time (the C rule).
+    unsafe impl<T> Send for Owned<T> {}
+
+    loom::model(|| {
+        const ITEMS: usize = 3;
+        let ring = vmig_ring_new(2, 0);
+        assert!(!ring.is_null());
+        // SAFETY: a live ring; the handles are then used by one thread each.
+        let (tx, rx) = unsafe { (Owned(vmig_ring_producer_new(ring)), vmig_ring_consumer_new(ring)) };
+        assert!(!tx.0.is_null() && !rx.is_null());
+        // SAFETY: the ring handle is not used again; the handles hold the ring.
+        unsafe { vmig_ring_free(ring) };
+        let producer = thread::spawn(move || {
+            let tx = tx;
+            let items: Vec<*mut c_void> = (0..ITEMS).map(|seq| Box::into_raw(payload(0, seq)).cast()).collect();
+            let mut sent = 0;
+            while sent < ITEMS {
+                // SAFETY: this thread's handle; `ITEMS - sent` non-NULL items.
+                let n = unsafe { vmig_ring_producer_enqueue_burst(tx.0, items[sent..].as_ptr(), (ITEMS - sent) as u32) };
+                assert!(n >= 0);
+                if n == 0 {
+                    thread::yield_now();
+                }
+                sent += n as usize;
+            }
+            // SAFETY: this thread's handle, not used again.
+            unsafe { vmig_ring_producer_free(tx.0) };
+        });
+        let mut next = [0];
+        let mut out = [std::ptr::null_mut(); 2];
+        while next[0] < ITEMS {
+            // SAFETY: the consumer handle; `out` holds 2 pointers.
+            let n = unsafe { vmig_ring_consumer_dequeue_burst(rx, out.as_mut_ptr(), 2) };
+            assert!(n >= 0);
+            if n == 0 {
+                thread::yield_now();
+            }
+            for &p in &out[..n as usize] {
+                // SAFETY: enqueued from `Box::into_raw` above, taken once.
+                let item = unsafe { Box::from_raw(p.cast::<Payload>()) };
+                check(&mut next, &item);
+            }
+        }
+        let mut one = std::ptr::null_mut();
+        // SAFETY: the consumer handle, then freed (maybe the last reference).
+        unsafe {
+            assert_eq!(vmig_ring_consumer_dequeue(rx, &mut one), -libc::ENOENT);
+            vmig_ring_consumer_free(rx);
+        }
+        producer.join().unwrap();
+    });
+}
+
+/// Two producer handles on an MP ring and the consumer handle, single
+/// items through the exported functions (the per-handle MP path). One item
+/// each: with the full edge too (three items, as the typed model above
+/// has) the model exceeds loom's branch limit, the handles' creation and
+/// free (reference and role atomics) multiplying the interleavings; the
+/// full edge of the same `mp_enqueue` is in that model.
+#[test]
+fn c_handles_mpsc_two_producers() {
+    use vmig::ffi::ring::*;
+    use vmig::ffi::ring_handle::*;
+
+    struct Owned<T>(*mut T);
+    // SAFETY: each handle is used by one thread at a time (the C rule).
+    unsafe impl<T> Send for Owned<T> {}
+
+    loom::model(|| {
+        const PER: [usize; 2] = [1, 1];
+        let ring = vmig_ring_new(2, VMIG_RING_MP);
+        assert!(!ring.is_null());
+        let producers: Vec<_> = (0..2)
+            .map(|producer| {
+                // SAFETY: a live ring.
+                let tx = Owned(unsafe { vmig_ring_producer_new(ring) });
+                assert!(!tx.0.is_null());
+                thread::spawn(move || {
+                    let tx = tx;
+                    for seq in 0..PER[producer] {
+                        let item = Box::into_raw(payload(producer, seq)).cast();
+                        // SAFETY: this thread's handle; a non-NULL item.
+                        while unsafe { vmig_ring_producer_enqueue(tx.0, item) } != 0 {
+                            thread::yield_now();
+                        }
+                    }
+                    // SAFETY: this thread's handle, not used again.
+                    unsafe { vmig_ring_producer_free(tx.0) };
+                })
+            })
+            .collect();
+        // SAFETY: a live ring; then the ring handle is not used again.
+        let rx = unsafe { vmig_ring_consumer_new(ring) };
+        assert!(!rx.is_null());
+        // SAFETY: as above.
+        unsafe { vmig_ring_free(ring) };
+        let mut next = [0, 0];
+        let mut one = std::ptr::null_mut();
+        while next.iter().sum::<usize>() < PER.iter().sum() {
+            // SAFETY: the consumer handle; `one` is a valid out pointer.
+            if unsafe { vmig_ring_consumer_dequeue(rx, &mut one) } == 0 {
+                // SAFETY: enqueued from `Box::into_raw` above, taken once.
+                let item = unsafe { Box::from_raw(one.cast::<Payload>()) };
+                check(&mut next, &item);
+            } else {
+                thread::yield_now();
+            }
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        // SAFETY: the consumer handle, the last reference.
+        unsafe { vmig_ring_consumer_free(rx) };
+    });
+}

@@ -219,3 +219,100 @@ fn c_abi_mpsc_in_caller_memory() {
         std::alloc::dealloc(mem, layout);
     }
 }
+
+/// A handle crossing to the thread that owns it.
+struct Owned<T>(*mut T);
+// SAFETY: each handle is used by one thread at a time: made on the main
+// thread, moved to its thread, and freed there (the C rule).
+unsafe impl<T> Send for Owned<T> {}
+
+/// The per-thread handles of the C ABI (`vmig_ring_producer_*`,
+/// `vmig_ring_consumer_*`): `producers` threads, each with its own producer
+/// handle, and the consumer handle on this thread. The ring handle is freed
+/// as soon as the handles exist, so the run also shows the handles keeping
+/// the ring alive (and the last one freeing it: ASan and Miri see a leak or
+/// a use after free). Singles and bursts (which cross the slot wrap, and on
+/// an SP ring are the bulk copies) on both sides.
+fn c_abi_handles(flags: u32, producers: usize, per: usize) {
+    let ring = vmig_ring_new(32, flags);
+    assert!(!ring.is_null());
+    // SAFETY: `ring` is live until freed below; each handle is used by one
+    // thread only.
+    let (tx, rx) = unsafe {
+        let tx: Vec<_> = (0..producers).map(|_| Owned(vmig::ffi::ring_handle::vmig_ring_producer_new(ring))).collect();
+        let rx = vmig::ffi::ring_handle::vmig_ring_consumer_new(ring);
+        vmig_ring_free(ring);
+        (tx, rx)
+    };
+    assert!(tx.iter().all(|p| !p.0.is_null()) && !rx.is_null());
+    use vmig::ffi::ring_handle::*;
+    let threads: Vec<_> = tx
+        .into_iter()
+        .enumerate()
+        .map(|(p, h)| {
+            thread::spawn(move || {
+                let h = h;
+                produce(
+                    p,
+                    producers,
+                    per,
+                    // SAFETY: this thread's live handle; non-NULL item.
+                    |v| unsafe { vmig_ring_producer_enqueue(h.0, std::ptr::without_provenance_mut(v.get())) } == 0,
+                    |b| {
+                        let ptrs: Vec<*mut std::ffi::c_void> =
+                            b.iter().map(|v| std::ptr::without_provenance_mut(v.get())).collect();
+                        // SAFETY: this thread's live handle; `ptrs` holds `len` non-NULL items.
+                        let n = unsafe { vmig_ring_producer_enqueue_burst(h.0, ptrs.as_ptr(), ptrs.len() as u32) };
+                        assert!(n >= 0, "enqueue_burst failed: {n}");
+                        b.drain(..n as usize);
+                    },
+                );
+                // SAFETY: this thread's handle, not used again.
+                unsafe { vmig_ring_producer_free(h.0) };
+            })
+        })
+        .collect();
+    let mut check = Checker::new(producers);
+    let mut out = [std::ptr::null_mut(); 40];
+    let mut spins = 0;
+    while check.seen < producers * per {
+        // Bursts of 1..=40 (more than the ring holds, clipped), then a single.
+        // SAFETY: the consumer handle, this thread's; `out` holds 40 pointers.
+        let n = unsafe { vmig_ring_consumer_dequeue_burst(rx, out.as_mut_ptr(), (check.seen % 40 + 1) as u32) };
+        assert!(n >= 0, "dequeue_burst failed: {n}");
+        for &v in &out[..n as usize] {
+            check.see(v.addr());
+        }
+        let mut one = std::ptr::null_mut();
+        // SAFETY: as above; `one` is a valid out pointer.
+        match unsafe { vmig_ring_consumer_dequeue(rx, &mut one) } {
+            0 => check.see(one.addr()),
+            e => {
+                assert_eq!(e, -libc::ENOENT);
+                if n == 0 {
+                    backoff(&mut spins);
+                }
+            }
+        }
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut one = std::ptr::null_mut();
+    // SAFETY: the consumer handle; then freed, which frees the ring.
+    unsafe {
+        assert_eq!(vmig_ring_consumer_dequeue(rx, &mut one), -libc::ENOENT, "an item beyond what was sent");
+        assert_eq!(vmig_ring_consumer_count(rx), 0);
+        vmig_ring_consumer_free(rx);
+    }
+}
+
+#[test]
+fn c_abi_handles_spsc() {
+    c_abi_handles(0, 1, per_producer(4_000_000));
+}
+
+#[test]
+fn c_abi_handles_mpsc() {
+    c_abi_handles(VMIG_RING_MP, 3, per_producer(1_000_000));
+}

@@ -128,7 +128,11 @@ impl<T> Tagged<T> {
 /// `p` is NULL or points at least four readable bytes (a handle of some
 /// vmig type, or other memory the caller owns), not freed.
 unsafe fn check<H: Handle>(p: *const H) -> Result<NonNull<u8>> {
-    let p = NonNull::new(p.cast::<u8>().cast_mut()).ok_or(Error::InvalidArgument(H::NULL))?;
+    // `let else`, not `ok_or`: an `Error` built eagerly is dropped (a call
+    // to its drop glue) on every successful check.
+    let Some(p) = NonNull::new(p.cast::<u8>().cast_mut()) else {
+        return Err(Error::InvalidArgument(H::NULL));
+    };
     if p.as_ptr() as usize % H::ALIGN != 0 {
         return Err(Error::InvalidArgument(H::FOREIGN));
     }

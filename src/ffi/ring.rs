@@ -47,15 +47,21 @@ unsafe impl Handle for vmig_ring {
     const ALIGN: usize = VMIG_RING_ALIGN;
 
     unsafe fn object(p: NonNull<u8>) -> Result<NonNull<RawRing>> {
+        // `let else`, not `ok_or`: see `handle::check`.
         // SAFETY: a live ring (contract).
-        unsafe { RawRing::from_handle(p) }.ok_or(Error::InvalidArgument(Self::FOREIGN))
+        let Some(r) = (unsafe { RawRing::from_handle(p) }) else {
+            return Err(Error::InvalidArgument(Self::FOREIGN));
+        };
+        Ok(r)
     }
 
     unsafe fn destroy(p: NonNull<u8>) {
-        // SAFETY: a live ring used by no other thread (contract).
+        // SAFETY: a live ring whose ring handle no other thread uses (contract).
         if let Some(r) = unsafe { RawRing::from_handle(p) } {
-            // SAFETY: as above; `r` carries the caller's provenance.
-            unsafe { RawRing::destroy(r) };
+            // SAFETY: as above; `r` carries the caller's provenance, and the
+            // ring handle owns one reference (producer and consumer handles
+            // hold the others, `ring_handle.rs`).
+            unsafe { RawRing::release_ref(r) };
         }
     }
 }
@@ -92,14 +98,34 @@ pub extern "C" fn vmig_ring_new(capacity: u32, flags: u32) -> *mut vmig_ring {
 /// only marks the memory uninitialised; the caller frees that memory.
 /// NULL is a no-op.
 ///
-/// Thread-safety: no other thread may use the ring during or after the call.
+/// With producer or consumer handles live (vmig_ring_producer_new(),
+/// vmig_ring_consumer_new()), each holds a reference to the ring: the call
+/// gives up the ring handle's, and the ring is freed (or marked
+/// uninitialised) when the last handle is freed; the handles keep working
+/// until then. A second vmig_ring_free() of such a ring is rejected
+/// (vmig_last_error() says so).
+///
+/// Thread-safety: no other thread may use the ring handle during or after
+/// the call (its producer and consumer handles may go on being used).
 ///
 /// # Safety
 /// `ring` is NULL or a live ring handle.
 #[no_mangle]
 pub unsafe extern "C" fn vmig_ring_free(ring: *mut vmig_ring) {
-    // SAFETY: per this function's contract (exclusive access to a live ring).
-    catch_or_err((), || unsafe { handle::free(ring) }.map_err(|e| e.in_call(|| format!("vmig_ring_free({ring:p})"))))
+    catch_or_err((), || {
+        if ring.is_null() {
+            return Ok(());
+        }
+        let call = || format!("vmig_ring_free({ring:p})");
+        // SAFETY: per this function's contract.
+        let r = unsafe { ring_ref(ring, call)? };
+        if !super::ring_handle::mark_ring_handle_freed(r) {
+            return Err(Error::InvalidArgument("the ring was freed already; its handles keep it alive").in_call(call));
+        }
+        // SAFETY: per this function's contract (no other use of the ring
+        // handle); `handle::free` drops the ring handle's reference.
+        unsafe { handle::free(ring) }.map_err(|e| e.in_call(call))
+    })
 }
 
 /// Bytes of memory vmig_ring_init() needs for a ring of `capacity` slots,

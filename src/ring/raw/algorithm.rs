@@ -91,7 +91,7 @@ impl RawRing {
     /// Free room for up to `want` items, from the cached `cons`, reloaded
     /// only when it shows too little.
     #[inline]
-    fn sp_room(&self, cur: &mut Cursor, want: u32) -> u32 {
+    pub(super) fn sp_room(&self, cur: &mut Cursor, want: u32) -> u32 {
         let capacity = self.capacity();
         // A cursor from the ring header may hold a `peer` older than a lap
         // (the typed API keeps its cursor in the handle): `free_slots`
@@ -108,7 +108,7 @@ impl RawRing {
     }
 
     #[inline]
-    fn sp_publish(&self, cur: &mut Cursor, n: u32) {
+    pub(super) fn sp_publish(&self, cur: &mut Cursor, n: u32) {
         cur.own = cur.own.wrapping_add(n);
         // R5 (Release): publishes the slots stored before it; pairs with A5
         // in `sp_ready`.
@@ -262,7 +262,7 @@ impl RawRing {
     }
 
     #[inline]
-    fn consumer_publish(&self, cur: &mut Cursor, n: u32) {
+    pub(super) fn consumer_publish(&self, cur: &mut Cursor, n: u32) {
         cur.own = cur.own.wrapping_add(n);
         // R3 (Release): the consumer is done with the slots below `own`
         // (read them, and in MP mode NULLed them); pairs with A3 in
@@ -273,7 +273,7 @@ impl RawRing {
     /// Items known ready from the cached `prod`, reloaded only when it
     /// shows fewer than `want`.
     #[inline]
-    fn sp_ready(&self, cur: &mut Cursor, want: u32) -> u32 {
+    pub(super) fn sp_ready(&self, cur: &mut Cursor, want: u32) -> u32 {
         let ready = cur.peer.wrapping_sub(cur.own);
         // `ready > capacity`: a `peer` from the ring header older than a lap
         // (see `sp_room`); reload it.

@@ -24,6 +24,15 @@ pub const FLAG_MP: u32 = 1;
 pub const PUBLIC_FLAGS: u32 = FLAG_MP;
 /// Internal flag: the memory was allocated by [`RawRing::alloc`].
 pub(super) const FLAG_OWNED: u32 = 1 << 31;
+/// Role bit: a consumer handle is live (a ring has one consumer).
+pub const ROLE_CONSUMER: u32 = 1;
+/// Role bit: the producer handle of a single-producer ring is live.
+pub const ROLE_SP_PRODUCER: u32 = 2;
+/// Role bit: `vmig_ring_free` has dropped the ring handle's reference.
+pub const ROLE_RING_FREED: u32 = 4;
+/// Most references a ring takes (the ring handle and its producer and
+/// consumer handles); far above any real use, far below `u32` overflow.
+const MAX_REFS: u32 = 1 << 24;
 /// Marks initialised ring memory ("vmig" in ASCII); cleared by `destroy`, so
 /// a ring laid out with `init_in` and then freed is rejected if used again.
 const MAGIC: u32 = 0x766d_6967;
@@ -61,6 +70,16 @@ pub struct Header {
     pub(super) flags: u32,
     /// Number of slots, a power of two; constant after init.
     pub(super) capacity: u32,
+    /// C API only: references to the ring memory, the ring handle's (until
+    /// `vmig_ring_free`) plus one per live producer or consumer handle; the
+    /// ring is torn down when the count reaches 0 (R6/A6 in
+    /// [`RawRing::release_ref`]). Shares the line of the constant fields
+    /// above: written only when a handle is made or freed.
+    pub(super) refs: AtomicU32,
+    /// C API only: the roles a handle holds ([`ROLE_CONSUMER`],
+    /// [`ROLE_SP_PRODUCER`]) and [`ROLE_RING_FREED`] (R7/A7 in
+    /// [`RawRing::claim_role`]).
+    pub(super) roles: AtomicU32,
     pub(super) prod: CachePadded<ProdSide>,
     pub(super) cons: CachePadded<ConsSide>,
 }
@@ -90,7 +109,7 @@ const _: () = assert!(size_of::<Header>() % align_of::<AtomicPtr<()>>() == 0);
 /// The C API has no per-thread state: its cursors live in the ring header
 /// (`prod`/`cons_cache` and `cons`/`prod_cache`) and are loaded and stored
 /// back around each call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cursor {
     pub(super) own: u32,
     pub(super) peer: u32,
@@ -180,6 +199,8 @@ impl RawRing {
             magic: MAGIC,
             flags,
             capacity,
+            refs: AtomicU32::new(1),
+            roles: AtomicU32::new(0),
             prod: CachePadded::new(ProdSide { prod: AtomicU32::new(start), cons_cache: AtomicU32::new(start) }),
             cons: CachePadded::new(ConsSide { cons: AtomicU32::new(start), prod_cache: AtomicU32::new(start) }),
         };
@@ -232,6 +253,8 @@ impl RawRing {
             ptr::drop_in_place(ptr::addr_of_mut!((*r).slots));
             ptr::drop_in_place(ptr::addr_of_mut!((*r).hdr.prod));
             ptr::drop_in_place(ptr::addr_of_mut!((*r).hdr.cons));
+            ptr::drop_in_place(ptr::addr_of_mut!((*r).hdr.refs));
+            ptr::drop_in_place(ptr::addr_of_mut!((*r).hdr.roles));
             (*r).hdr.magic = 0;
             if owned {
                 let layout = layout(capacity).expect("a live ring has a valid capacity");
@@ -262,6 +285,80 @@ impl RawRing {
         unsafe { self.slots.get_unchecked(i) }
     }
 
+    /// The base of the slot array as plain pointers, for the bulk copies
+    /// of `bulk.rs` (an `AtomicPtr<()>` has the layout of a `*mut ()`).
+    /// Derived from the whole slice, so it may address every slot. Not
+    /// under loom, whose atomics are not plain words (`bulk.rs`).
+    #[cfg(not(vmig_loom))]
+    #[inline]
+    pub(super) fn slots_base(&self) -> *mut *mut () {
+        self.slots.as_ptr().cast::<*mut ()>().cast_mut()
+    }
+
+    // ---- References and roles: what C handles hold (src/ffi/ring_handle.rs) ----
+
+    /// Takes one more reference for a producer or consumer handle.
+    ///
+    /// The caller holds a reference (the ring handle) for the duration of
+    /// the call, so the count cannot reach 0 meanwhile.
+    pub fn acquire_ref(&self) -> Result<()> {
+        // Relaxed: taking a reference while holding one orders nothing (as
+        // `Arc::clone`); the teardown is ordered by R6/A6.
+        let prev = self.hdr.refs.fetch_add(1, Ordering::Relaxed);
+        if prev >= MAX_REFS {
+            // Relaxed: undoes the increment above, still holding a reference.
+            self.hdr.refs.fetch_sub(1, Ordering::Relaxed);
+            return Err(Error::InvalidArgument("too many handles on one ring"));
+        }
+        Ok(())
+    }
+
+    /// Drops one reference; the last one tears the ring down
+    /// ([`RawRing::destroy`]).
+    ///
+    /// # Safety
+    /// `ring` is live, the caller owns one of its references and uses
+    /// neither `ring` nor anything it gave out after the call.
+    pub unsafe fn release_ref(ring: NonNull<RawRing>) {
+        // SAFETY: live while the caller's reference is.
+        let refs = unsafe { &ring.as_ref().hdr.refs };
+        // R6 (Release): this holder's uses of the ring happen before the
+        // teardown; pairs with A6 below, in whichever holder drops the last
+        // reference (`Arc::drop`'s protocol).
+        if refs.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        // A6 (Acquire): pairs with every holder's R6.
+        crate::sync::fence(Ordering::Acquire);
+        // SAFETY: the last reference: no other holder is left, and the
+        // caller uses nothing of the ring after this call.
+        unsafe { Self::destroy(ring) };
+    }
+
+    /// Takes `role` (one of the `ROLE_*` bits) for a new handle; `false`
+    /// when a live handle holds it already.
+    pub fn claim_role(&self, role: u32) -> bool {
+        // A7 (Acquire): pairs with R7 in `release_role`: the previous
+        // holder's last index store (e.g. the consumer's `cons`) happens
+        // before the new holder loads its cursor.
+        self.hdr.roles.fetch_or(role, Ordering::Acquire) & role == 0
+    }
+
+    /// Gives `role` back when its handle is freed.
+    pub fn release_role(&self, role: u32) {
+        // R7 (Release): publishes this holder's index stores to the next
+        // holder of the role; pairs with A7 in `claim_role`.
+        self.hdr.roles.fetch_and(!role, Ordering::Release);
+    }
+
+    /// Whether `vmig_ring_free` already dropped the ring handle's
+    /// reference (a snapshot; only catches a caller's use after free
+    /// while handles keep the ring alive).
+    pub fn ring_handle_freed(&self) -> bool {
+        // Relaxed: a check for a caller bug; it hands off no data.
+        self.hdr.roles.load(Ordering::Relaxed) & ROLE_RING_FREED != 0
+    }
+
     // ---- Cursors: where each side keeps its private copy of the indices ----
 
     /// The producer's cursor as the ring header stores it (the C API keeps
@@ -283,6 +380,26 @@ impl RawRing {
         // is only a hint (`sp_ready` reloads `prod` with A5 before trusting
         // more items than it shows).
         Cursor { own: side.cons.load(Ordering::Relaxed), peer: side.prod_cache.load(Ordering::Relaxed) }
+    }
+
+    /// A cursor for a new SP producer handle: `own` from `prod`, `peer` a
+    /// lap behind it, which shows no free room, so the first enqueue loads
+    /// `cons` (A3) rather than trust the header's copy.
+    pub fn fresh_producer_cursor(&self) -> Cursor {
+        // Relaxed: only the producer writes `prod`, and the caller's thread
+        // is the producer now (a previous producer handed over through the
+        // caller's synchronisation or R7/A7 of its handle's role).
+        let own = self.hdr.prod.prod.load(Ordering::Relaxed);
+        Cursor { own, peer: own.wrapping_sub(self.capacity()) }
+    }
+
+    /// A cursor for a new consumer handle: `own` from `cons`, `peer == own`,
+    /// which shows nothing ready, so the first SP dequeue loads `prod` (A5).
+    pub fn fresh_consumer_cursor(&self) -> Cursor {
+        // Relaxed: only the consumer writes `cons`, and the caller's thread
+        // is the consumer now (as in `fresh_producer_cursor`).
+        let own = self.hdr.cons.cons.load(Ordering::Relaxed);
+        Cursor { own, peer: own }
     }
 
     /// The consumer's cursor with `peer` loaded from `prod` itself: exact

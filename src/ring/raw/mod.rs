@@ -23,7 +23,9 @@
 //!   fast path reads no shared memory but the slot it uses; the C API, which
 //!   has no per-thread state, keeps them in the header (`cons_cache` next to
 //!   `prod`, `prod_cache` next to `cons`) and loads and stores them around
-//!   each call. Multiple producers share `cons_cache` (R4/A4 below).
+//!   each call, unless the caller uses the C API's per-thread producer and
+//!   consumer handles (`src/ffi/ring_handle.rs`), which keep them as the
+//!   typed handles do. Multiple producers share `cons_cache` (R4/A4 below).
 //!
 //! ## Single producer (flags 0): an index hand-off
 //!
@@ -76,20 +78,29 @@
 //! * R4 (MP producer refreshes `cons_cache`, Release) pairs with A4 (MP
 //!   producer loads `cons_cache`, Acquire): a producer that uses another
 //!   producer's copy of `cons` inherits that producer's A3.
+//! * R6 (a holder drops its reference, Release) pairs with A6 (the last
+//!   holder's Acquire fence before the teardown), `Arc::drop`'s protocol:
+//!   every C handle's use of the ring happens before the ring is freed.
+//! * R7 (a C handle gives its role back, Release) pairs with A7 (a new
+//!   handle claims the role, Acquire): the previous consumer's (or SP
+//!   producer's) last index store happens before the next one loads it.
 //!
 //! # Files
 //!
 //! * `layout.rs`: the ring memory (header, cache-padded indices, slots), its
 //!   shape checks, allocation and the cursors each side keeps.
 //! * `algorithm.rs`: the single- and multi-producer enqueue and the consumer.
+//! * `bulk.rs`: single-producer bursts as one reservation, at most two
+//!   slot copies and one publish (the C API's handles use them).
 //! * `src/ffi/ring_cursor.rs`: the entry points only the C API needs, which
 //!   keep the cursors in the ring header around each call.
 
 mod algorithm;
+mod bulk;
 mod layout;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use layout::{memsize, Cursor, RawRing, FLAG_MP, MAX_CAPACITY, MIN_CAPACITY, RING_ALIGN};
+pub(crate) use layout::{memsize, Cursor, RawRing, FLAG_MP, MAX_CAPACITY, MIN_CAPACITY, RING_ALIGN, ROLE_CONSUMER, ROLE_RING_FREED, ROLE_SP_PRODUCER};
 #[cfg(test)]
 use layout::{check_shape, FLAG_OWNED};

@@ -341,3 +341,71 @@ fn sp_threads_fifo() {
         }
     });
 }
+
+/// The SP bulk copies (`bulk.rs`): partial bursts, bursts that cross the
+/// slot array's end (two copies) and the `u32` index wrap, several laps,
+/// FIFO throughout; under Miri also the plain accesses to the slots.
+#[test]
+fn sp_bulk_copies_cross_the_wrap() {
+    for start in [0, u32::MAX - 5] {
+        let r = Owned::new(8, 0, start);
+        let mut tx = r.fresh_producer_cursor();
+        let mut rx = r.fresh_consumer_cursor();
+        let (mut next_in, mut next_out) = (1usize, 1usize);
+        for round in 0..60usize {
+            let want = 1 + round % 11;
+            let items: Vec<*mut ()> = (next_in..next_in + want).map(p).collect();
+            let queued = (next_in - next_out) as u32;
+            // SAFETY: SP ring, this test is its only producer, `tx` its cursor; non-NULL items.
+            let n = unsafe { r.sp_enqueue_copy(&mut tx, &items) };
+            assert_eq!(n, (want as u32).min(8 - queued), "start {start} round {round}");
+            next_in += n as usize;
+            let mut out = vec![ptr::null_mut(); 1 + round % 7];
+            // SAFETY: the only consumer, `rx` its cursor.
+            let m = unsafe { r.sp_dequeue_copy(&mut rx, &mut out) } as usize;
+            assert_eq!(m, out.len().min(next_in - next_out));
+            for o in &out[..m] {
+                assert_eq!(o.addr(), next_out);
+                next_out += 1;
+            }
+            assert!(out[m..].iter().all(|o| o.is_null()), "written beyond the count");
+        }
+        let mut out = [ptr::null_mut(); 8];
+        // SAFETY: as above.
+        let m = unsafe { r.sp_dequeue_copy(&mut rx, &mut out) } as usize;
+        assert_eq!(next_out + m, next_in);
+        // The per-call API agrees with the handles' cursors.
+        assert_eq!(r.count(), 0);
+        // SAFETY: the only producer now (the cursor above is dropped).
+        unsafe { r.enqueue(nn(99)).unwrap() };
+        // SAFETY: the only consumer.
+        assert_eq!(unsafe { r.dequeue() }, Some(nn(99)));
+    }
+}
+
+/// References and roles (what C handles hold): the last reference tears
+/// the ring down (Miri reports a leak or a use after free otherwise), and
+/// a role is held by one handle at a time.
+#[test]
+fn last_reference_frees_and_roles_are_exclusive() {
+    let r = RawRing::alloc(4, 0).unwrap();
+    // SAFETY: live until the last `release_ref` below.
+    let ring = unsafe { r.as_ref() };
+    ring.acquire_ref().unwrap();
+    ring.acquire_ref().unwrap();
+    assert!(ring.claim_role(ROLE_CONSUMER));
+    assert!(!ring.claim_role(ROLE_CONSUMER), "second consumer");
+    assert!(ring.claim_role(ROLE_SP_PRODUCER));
+    ring.release_role(ROLE_CONSUMER);
+    assert!(ring.claim_role(ROLE_CONSUMER), "the role came back");
+    assert!(!ring.ring_handle_freed());
+    assert!(ring.claim_role(ROLE_RING_FREED));
+    assert!(ring.ring_handle_freed());
+    // SAFETY: three references taken (alloc's and two), three dropped; the
+    // ring is not used after the last.
+    unsafe {
+        RawRing::release_ref(r);
+        RawRing::release_ref(r);
+        RawRing::release_ref(r);
+    }
+}
