@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vmig_sim::config::{GuestKind, ReaperPolicyKind, SimConfig, Stack};
+use vmig_sim::engines::GuestThrottle;
 use vmig_sim::kvm::bench::{Rig, RigConfig};
 use vmig_sim::report::Verification;
 use vmig_sim::vmig_engines::VmigThrottle;
@@ -156,20 +157,11 @@ fn throttle(args: &[String]) -> Result<(), String> {
     let mut rigs = Vec::new();
     for (stack, ms) in stacks {
         let cfg = SimConfig { vcpus, stack, ..Default::default() };
-        let rig = Rig::start(RigConfig {
-            device: DEVICE.into(),
-            vcpus,
-            mem_bytes: 64 << 20,
-            ws_bytes: u64::from(vcpus) * 16 * 4096,
-            ring: RING,
-            logging: false,
-            pin: true,
-            throttle: match stack {
-                Stack::Vmig => Arc::new(VmigThrottle::with_timeslice(vcpus, (ms * 1e6) as u64)?),
-                Stack::Legacy => vmig_sim::stacks::throttle(&cfg)?,
-            },
-            reaper: vmig_sim::stacks::reaper(&cfg)?,
-        })?;
+        let throttle: Arc<dyn GuestThrottle> = match stack {
+            Stack::Vmig => Arc::new(VmigThrottle::with_timeslice(vcpus, (ms * 1e6) as u64)?),
+            Stack::Legacy => vmig_sim::stacks::throttle(&cfg)?,
+        };
+        let rig = hot_set_rig(&cfg, throttle)?;
         rig.set_rate(RESTING);
         rigs.push(rig);
     }
@@ -237,6 +229,23 @@ fn throttle(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The guest the throttle and kick-cost measurements run: `cfg.vcpus`
+/// vCPUs pinned, each over its own 16 hot pages, dirty logging off (what
+/// is measured is the guest's progress, not its dirtying).
+fn hot_set_rig(cfg: &SimConfig, throttle: Arc<dyn GuestThrottle>) -> Result<Rig, String> {
+    Rig::start(RigConfig {
+        device: DEVICE.into(),
+        vcpus: cfg.vcpus,
+        mem_bytes: 64 << 20,
+        ws_bytes: u64::from(cfg.vcpus) * 16 * 4096,
+        ring: RING,
+        logging: false,
+        pin: true,
+        throttle,
+        reaper: vmig_sim::stacks::reaper(cfg)?,
+    })
+}
+
 /// Records/s per vCPU of the VM not being measured: low enough to leave
 /// the host CPUs to the measured one (it parks most of each 10 ms window),
 /// high enough that its next record is due within 1 ms when it is made
@@ -269,17 +278,7 @@ fn kickcost(args: &[String]) -> Result<(), String> {
     let vcpus = arg(args, "--vcpus", 2.0) as u32;
     let rounds = arg(args, "--rounds", 5.0) as u32;
     let cfg = SimConfig { vcpus, ..Default::default() };
-    let rig = Rig::start(RigConfig {
-        device: DEVICE.into(),
-        vcpus,
-        mem_bytes: 64 << 20,
-        ws_bytes: u64::from(vcpus) * 16 * 4096,
-        ring: RING,
-        logging: false,
-        pin: true,
-        throttle: vmig_sim::stacks::throttle(&cfg)?,
-        reaper: vmig_sim::stacks::reaper(&cfg)?,
-    })?;
+    let rig = hot_set_rig(&cfg, vmig_sim::stacks::throttle(&cfg)?)?;
     rig.set_rate(f64::INFINITY);
     std::thread::sleep(Duration::from_millis(500));
     println!("cost of a kick exit on the KVM guest: {vcpus} vCPUs pinned, unpaced, {rounds} rounds of 1 s windows, load {}", load());
@@ -305,9 +304,7 @@ fn kickcost(args: &[String]) -> Result<(), String> {
             costs.push(share / per_vcpu_exits.max(1.0) * 1e6);
             exits += per_vcpu_exits / f64::from(rounds);
         }
-        lost.sort_by(f64::total_cmp);
-        costs.sort_by(f64::total_cmp);
-        println!("{:>8.0} | {:>10.1} | {:>12.2} | {:>14.1}", rate, exits, lost[lost.len() / 2], costs[costs.len() / 2]);
+        println!("{:>8.0} | {:>10.1} | {:>12.2} | {:>14.1}", rate, exits, median(&mut lost), median(&mut costs));
     }
     rig.stop()?;
     println!("(medians over the rounds; lost % = 1 - kicked / mean of the unkicked windows around it) load after: {}", load());
