@@ -29,6 +29,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from qmp import QMP  # noqa: E402  (qemu-patches/qmp.py)
+
 CALC_SECS = 10          # dirty logging window for the ring-full count
 THROTTLE_SECS = 4       # CPU-share sampling window per throttle level
 THROTTLE_PCTS = (20, 50, 80, 99)
@@ -36,34 +39,6 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 # BENCH_ONLY=throttle (or compress, ring-full; comma-separated): run only those.
 SECTIONS = ("compress", "ring-full", "throttle")
 ONLY = [x for x in os.environ.get("BENCH_ONLY", ",".join(SECTIONS)).split(",") if x]
-
-
-class QMP:
-    def __init__(self, path, timeout=120):
-        deadline = time.time() + timeout
-        while True:
-            try:
-                self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.s.connect(path)
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.05)
-        self.f = self.s.makefile("rw")
-        json.loads(self.f.readline())            # greeting
-        self.cmd("qmp_capabilities")
-
-    def cmd(self, name, **args):
-        self.f.write(json.dumps({"execute": name, "arguments": args}) + "\n")
-        self.f.flush()
-        while True:
-            r = json.loads(self.f.readline())
-            if "event" in r:
-                continue
-            if "error" in r:
-                raise RuntimeError(f"{name}: {r['error']}")
-            return r["return"]
 
 
 def bootsect(tree, path):
