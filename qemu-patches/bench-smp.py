@@ -39,7 +39,6 @@ THROTTLE_PCTS (default 20,50,80,99).
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
