@@ -180,10 +180,43 @@ static void test_kick_and_changes_while_sleeping(void)
     vmig_throttle_free(t);
 }
 
+/* vmig_throttle_vcpu_due_ns(): when a kick-driven VMM must kick the vCPU. */
+static void test_due_ns(void)
+{
+    uint64_t due = 42;
+    CHECK(vmig_throttle_vcpu_due_ns(NULL, 0, &due) == -EINVAL && due == 42);
+    vmig_throttle *t = vmig_throttle_new(2, 10 * MS);
+    CHECK(t != NULL);
+    CHECK(vmig_throttle_vcpu_due_ns(t, 0, NULL) == -EINVAL);
+    CHECK(vmig_throttle_vcpu_due_ns(t, 2, &due) == -EINVAL && due == 42);
+    /* Off: no kick, output untouched. */
+    CHECK(vmig_throttle_vcpu_due_ns(t, 0, &due) == 0 && due == 42);
+    /* On, never measured: kick now. */
+    CHECK(vmig_throttle_set(t, 50) == 0);
+    CHECK(vmig_throttle_vcpu_due_ns(t, 0, &due) == 1 && due == 0);
+    /* Measuring from the safe point: due one timeslice after it. */
+    uint64_t before = now_ns();
+    CHECK(vmig_throttle_vcpu_run(t, 0) == 0);
+    uint64_t after = now_ns();
+    CHECK(vmig_throttle_vcpu_due_ns(t, 0, &due) == 1);
+    CHECK(due >= before + 10 * MS && due <= after + 10 * MS);
+    /* vCPU 1 has not reached a safe point yet: still now. */
+    CHECK(vmig_throttle_vcpu_due_ns(t, 1, &due) == 1 && due == 0);
+    /* A new setting is a new regime: kick now again. */
+    CHECK(vmig_throttle_set(t, 60) == 0);
+    CHECK(vmig_throttle_vcpu_due_ns(t, 0, &due) == 1 && due == 0);
+    /* Off again: no kick. */
+    due = 42;
+    CHECK(vmig_throttle_set(t, 0) == 0);
+    CHECK(vmig_throttle_vcpu_due_ns(t, 0, &due) == 0 && due == 42);
+    vmig_throttle_free(t);
+}
+
 int main(void)
 {
     test_bad_args();
     test_timer_api();
+    test_due_ns();
     test_kick_and_changes_while_sleeping();
     printf("test_throttle: ok\n");
     return 0;

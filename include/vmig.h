@@ -1268,6 +1268,27 @@ uint64_t vmig_throttle_vcpu_next_ns(struct vmig_throttle *t, uint32_t vcpu, uint
 // `t` is NULL or a live handle.
 int32_t vmig_throttle_vcpu_run(struct vmig_throttle *t, uint32_t vcpu);
 
+// For a VMM that kicks its vCPUs out of the guest to their safe point
+// (as QEMU kicks a vCPU out of `KVM_RUN` for its throttle timer) and calls
+// vmig_throttle_vcpu_run() there: when `vcpu`'s next sleep falls due, so
+// that the kick can be timed to it instead of a fixed period, and every
+// kick ends in a sleep (docs/kvm.md, "Kicks from the per-vCPU due time").
+//
+// Returns 1 with `*due_ns` set to the CLOCK_MONOTONIC time (ns) at which
+// to kick (`0`: kick now, the throttle was turned on or changed since the
+// vCPU's last vmig_throttle_vcpu_run(), which starts its new account);
+// 0 when no kick is needed (the throttle is off, or the vCPU is asleep in
+// vmig_throttle_vcpu_run(): the sleep ends by itself), `*due_ns`
+// untouched; -EINVAL for a NULL throttle or `due_ns`, or an out-of-range
+// `vcpu`.
+//
+// Thread-safety: any thread (takes the vCPU's lock briefly), typically
+// the VMM's kick thread while the vCPU runs.
+//
+// # Safety
+// `t` is NULL or a live handle; `due_ns` is NULL or valid for a write.
+int32_t vmig_throttle_vcpu_due_ns(const struct vmig_throttle *t, uint32_t vcpu, uint64_t *due_ns);
+
 // Ends `vcpu`'s current vmig_throttle_vcpu_run() sleep early (e.g. to stop
 // the VM); if it is not sleeping, its next sleep ends at once (the kick is
 // kept until a sleep consumes it). The sleep not taken stays owed, at most

@@ -3,6 +3,7 @@
 
 use super::handle::{self, box_handle};
 use super::{catch_int, catch_or_err, catch_ptr};
+use crate::error::Error;
 use crate::throttle::Throttle;
 
 /// Largest percentage vmig_throttle_set() accepts (QEMU's
@@ -163,6 +164,45 @@ pub unsafe extern "C" fn vmig_throttle_vcpu_run(t: *mut vmig_throttle, vcpu: u32
             .and_then(|t| t.vcpu_run(vcpu))
             .map_err(|e| e.in_call(|| format!("vmig_throttle_vcpu_run(throttle {t:p}, vcpu {vcpu})")))?;
         Ok(i32::from(slept))
+    })
+}
+
+/// For a VMM that kicks its vCPUs out of the guest to their safe point
+/// (as QEMU kicks a vCPU out of `KVM_RUN` for its throttle timer) and calls
+/// vmig_throttle_vcpu_run() there: when `vcpu`'s next sleep falls due, so
+/// that the kick can be timed to it instead of a fixed period, and every
+/// kick ends in a sleep (docs/kvm.md, "Kicks from the per-vCPU due time").
+///
+/// Returns 1 with `*due_ns` set to the CLOCK_MONOTONIC time (ns) at which
+/// to kick (`0`: kick now, the throttle was turned on or changed since the
+/// vCPU's last vmig_throttle_vcpu_run(), which starts its new account);
+/// 0 when no kick is needed (the throttle is off, or the vCPU is asleep in
+/// vmig_throttle_vcpu_run(): the sleep ends by itself), `*due_ns`
+/// untouched; -EINVAL for a NULL throttle or `due_ns`, or an out-of-range
+/// `vcpu`.
+///
+/// Thread-safety: any thread (takes the vCPU's lock briefly), typically
+/// the VMM's kick thread while the vCPU runs.
+///
+/// # Safety
+/// `t` is NULL or a live handle; `due_ns` is NULL or valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn vmig_throttle_vcpu_due_ns(t: *const vmig_throttle, vcpu: u32, due_ns: *mut u64) -> i32 {
+    catch_int(|| {
+        // SAFETY: per this function's contract.
+        let t = unsafe { handle::try_ref(t) }?;
+        let out = std::ptr::NonNull::new(due_ns).ok_or(Error::InvalidArgument("due_ns is NULL"))?;
+        let due = t
+            .vcpu_due_ns(vcpu)
+            .map_err(|e| e.in_call(|| format!("vmig_throttle_vcpu_due_ns(vcpu {vcpu})")))?;
+        match due {
+            Some(ns) => {
+                // SAFETY: valid for a write per the contract.
+                unsafe { out.as_ptr().write(ns) };
+                Ok(1)
+            }
+            None => Ok(0),
+        }
     })
 }
 
