@@ -64,7 +64,7 @@ pub struct Guest {
 
 /// How many writes a vCPU does between safe points: 2 ms of work at the
 /// configured rate, so a 10 ms throttle timeslice sees several safe points.
-fn batch_for(rate: u64) -> u64 {
+pub(crate) fn batch_for(rate: u64) -> u64 {
     (rate / 500).max(1)
 }
 
@@ -158,14 +158,25 @@ fn vcpu_loop(s: &GuestShared, id: u32, mut dirty: VcpuDirty, w: Workload) {
         }
         // Relaxed: a statistic.
         s.writes.fetch_add(batch, Ordering::Relaxed);
-        deadline += per_batch;
-        let now = Instant::now();
-        if deadline > now {
-            std::thread::sleep(deadline - now);
-        } else if now - deadline > Duration::from_millis(20) {
-            // Starved of CPU: do not try to catch up more than 20 ms.
-            deadline = now - Duration::from_millis(20);
-        }
+        pace(&mut deadline, per_batch);
+    }
+}
+
+/// How far behind its schedule a paced vCPU may fall before it stops
+/// trying to catch up: 10 batches of 2 ms. A vCPU starved of CPU (or, in
+/// postcopy, faulting) must not then write faster than its rate for long,
+/// which would make the dirty rate a function of the host's load.
+const MAX_CATCH_UP: Duration = Duration::from_millis(20);
+
+/// Waits for the end of the next batch of a vCPU paced at one batch per
+/// `per_batch` (the guests of sim/src/guest.rs and sim/src/postcopy/vcpu.rs).
+pub(crate) fn pace(deadline: &mut Instant, per_batch: Duration) {
+    *deadline += per_batch;
+    let now = Instant::now();
+    if *deadline > now {
+        std::thread::sleep(*deadline - now);
+    } else if now - *deadline > MAX_CATCH_UP {
+        *deadline = now - MAX_CATCH_UP;
     }
 }
 

@@ -42,7 +42,8 @@ pub const FLAG_END: u64 = 0x200;
 pub const FLAG_DEVICE: u64 = 0x400;
 /// Largest device record: 64 vCPUs of well under 1 KiB of state each.
 pub const MAX_DEVICE_LEN: u32 = 1 << 20;
-const FLAG_MASK: u64 = 0xfff;
+/// The flag bits of a record's first word (the rest is the page offset).
+pub(crate) const FLAG_MASK: u64 = 0xfff;
 /// Largest zlib stream accepted for one page: zlib's compressBound(page)
 /// (len + len/4096*... ≈ len + 0.1% + 13), rounded up generously.
 pub const MAX_ZLEN: u32 = (PAGE_SIZE + PAGE_SIZE / 8 + 64) as u32;
@@ -119,7 +120,7 @@ pub enum Record {
     End,
 }
 
-fn bad(msg: String) -> io::Error {
+pub(crate) fn bad(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
@@ -138,11 +139,22 @@ pub fn read_header(r: &mut impl Read) -> io::Result<u64> {
     Ok(u64::from_be_bytes(h[16..24].try_into().unwrap()))
 }
 
-/// Reads one record; payload bytes go to `buf` (resized as needed).
-pub fn read_record(r: &mut impl Read, nr_pages: u64, buf: &mut Vec<u8>) -> io::Result<Record> {
+/// Reads a big-endian u64.
+pub(crate) fn read_be64(r: &mut impl Read) -> io::Result<u64> {
     let mut w = [0u8; 8];
     r.read_exact(&mut w)?;
-    let word = u64::from_be_bytes(w);
+    Ok(u64::from_be_bytes(w))
+}
+
+/// Reads one record; payload bytes go to `buf` (resized as needed).
+pub fn read_record(r: &mut impl Read, nr_pages: u64, buf: &mut Vec<u8>) -> io::Result<Record> {
+    let word = read_be64(r)?;
+    read_record_body(r, word, nr_pages, buf)
+}
+
+/// The rest of the record whose first word, already read, is `word`: for
+/// streams that add records of their own (sim/src/postcopy/proto.rs).
+pub(crate) fn read_record_body(r: &mut impl Read, word: u64, nr_pages: u64, buf: &mut Vec<u8>) -> io::Result<Record> {
     let flags = word & FLAG_MASK;
     let page = (word & !FLAG_MASK) / PAGE_SIZE as u64;
     let in_range =

@@ -16,14 +16,12 @@
 
 use std::io::{self, Read};
 
-use crate::config::PAGE_SIZE;
-use crate::wire::{FLAG_END, FLAG_EOS, FLAG_PAGE, FLAG_ZERO};
+use crate::wire::{bad, read_be64, read_record_body, Record, FLAG_MASK};
 
 /// vmig-sim's postcopy switch record (a flag QEMU's RAM section leaves free).
 pub const FLAG_SWITCH: u64 = 0x400;
 /// Return-path message: the destination has every page.
 pub const COMPLETE: u64 = u64::MAX;
-const FLAG_MASK: u64 = 0xfff;
 
 /// Appends the switch record.
 pub fn put_switch(out: &mut Vec<u8>, vcpus: u32, guest_writes: u64, discard: &[u64]) {
@@ -54,54 +52,38 @@ pub enum PcRecord {
     Switch { vcpus: u32, guest_writes: u64, discard: Vec<u64> },
 }
 
-fn bad(m: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, m)
-}
-
-fn be64(r: &mut impl Read) -> io::Result<u64> {
-    let mut b = [0u8; 8];
-    r.read_exact(&mut b)?;
-    Ok(u64::from_be_bytes(b))
-}
-
-/// Reads one record (raw payloads into `buf`).
+/// Reads one record (raw payloads into `buf`); the base records are
+/// decoded by [`crate::wire`], which the switch record's flag (the
+/// precopy stream's DEVICE) is checked before.
 pub fn read(r: &mut impl Read, pages: u64, buf: &mut Vec<u8>) -> io::Result<PcRecord> {
-    let word = be64(r)?;
-    let flags = word & FLAG_MASK;
-    let page = (word & !FLAG_MASK) / PAGE_SIZE as u64;
-    let check = |p: u64| if p < pages { Ok(p) } else { Err(bad(format!("page {p} beyond guest RAM"))) };
-    match flags {
-        FLAG_ZERO => {
-            let mut b = [0u8; 1];
-            r.read_exact(&mut b)?;
-            Ok(PcRecord::Zero { page: check(page)?, fill: b[0] })
+    let word = read_be64(r)?;
+    if word & FLAG_MASK == FLAG_SWITCH {
+        let mut v = [0u8; 4];
+        r.read_exact(&mut v)?;
+        let vcpus = u32::from_be_bytes(v);
+        let guest_writes = read_be64(r)?;
+        let words = read_be64(r)?;
+        if words != pages.div_ceil(64) {
+            return Err(bad(format!("discard bitmap of {words} words for {pages} pages")));
         }
-        FLAG_PAGE => {
-            buf.resize(PAGE_SIZE, 0);
-            r.read_exact(buf)?;
-            Ok(PcRecord::Page { page: check(page)? })
+        let discard = (0..words).map(|_| read_be64(r)).collect::<io::Result<Vec<_>>>()?;
+        return Ok(PcRecord::Switch { vcpus, guest_writes, discard });
+    }
+    match read_record_body(r, word, pages, buf)? {
+        Record::Zero { page, fill } => Ok(PcRecord::Zero { page, fill }),
+        Record::Page { page } => Ok(PcRecord::Page { page }),
+        Record::Eos => Ok(PcRecord::Eos),
+        Record::End => Ok(PcRecord::End),
+        Record::Compressed { .. } | Record::Device { .. } => {
+            Err(bad(format!("record flags {:#x} in a postcopy stream", word & FLAG_MASK)))
         }
-        FLAG_EOS => Ok(PcRecord::Eos),
-        FLAG_END => Ok(PcRecord::End),
-        FLAG_SWITCH => {
-            let mut v = [0u8; 4];
-            r.read_exact(&mut v)?;
-            let vcpus = u32::from_be_bytes(v);
-            let guest_writes = be64(r)?;
-            let words = be64(r)?;
-            if words != pages.div_ceil(64) {
-                return Err(bad(format!("discard bitmap of {words} words for {pages} pages")));
-            }
-            let discard = (0..words).map(|_| be64(r)).collect::<io::Result<Vec<_>>>()?;
-            Ok(PcRecord::Switch { vcpus, guest_writes, discard })
-        }
-        _ => Err(bad(format!("unknown record flags {flags:#x}"))),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PAGE_SIZE;
 
     #[test]
     fn round_trip() {
@@ -122,5 +104,11 @@ mod tests {
         let mut s = Vec::new();
         put_switch(&mut s, 2, 77, &[0]);
         assert!(read(&mut &s[..], 128, &mut buf).is_err(), "bitmap of the wrong size");
+        let mut s = Vec::new();
+        crate::wire::put_compressed(&mut s, 1, &[1, 2, 3]);
+        assert!(read(&mut &s[..], 128, &mut buf).is_err(), "no compressed pages in postcopy");
+        let mut s = Vec::new();
+        crate::wire::put_page(&mut s, 128, &[9u8; PAGE_SIZE]);
+        assert!(read(&mut &s[..], 128, &mut buf).is_err(), "page beyond guest RAM");
     }
 }

@@ -78,7 +78,7 @@ pub struct DestGuest {
 pub fn vcpu_loop(g: &DestGuest, ram: &GuestRam, pd: &PostcopyDest, id: u32, w: DestWorkload) -> Vec<Write> {
     let mut rng = SplitMix64::new(w.seed, 0xDE57 + u64::from(id));
     let mut journal = Vec::new();
-    let batch = (w.rate / 500).max(1);
+    let batch = crate::guest::batch_for(w.rate);
     let per_batch = Duration::from_nanos(batch * 1_000_000_000 / w.rate.max(1));
     let share = (w.ws_pages / u64::from(w.vcpus)).max(1);
     let mut seq = (u64::from(id) * share) % w.ws_pages;
@@ -120,14 +120,7 @@ pub fn vcpu_loop(g: &DestGuest, ram: &GuestRam, pd: &PostcopyDest, id: u32, w: D
                 g.writes_postcopy.fetch_add(1, Ordering::Relaxed);
             }
         }
-        deadline += per_batch;
-        let now = Instant::now();
-        if deadline > now {
-            std::thread::sleep(deadline - now);
-        } else if now - deadline > Duration::from_millis(20) {
-            // Faulting or starved: do not catch up more than 20 ms.
-            deadline = now - Duration::from_millis(20);
-        }
+        crate::guest::pace(&mut deadline, per_batch);
     }
     journal
 }
