@@ -6,15 +6,18 @@
 #            (target/tsan, built here with nightly -Zsanitizer=thread
 #            -Zbuild-std: TSan cannot see the atomics of an uninstrumented
 #            Rust library and would report false races on the items' payloads)
+#   backends test_comp.c again, plain, against a libvmig.so built with the
+#            libdeflate and system-zlib features (the other modes link the
+#            default build, where test_comp SKIPs those two backends)
 # The header is also compiled as C11 and as C++ (-Wall -Wextra -Werror).
-# Usage: scripts/c-tests.sh [plain|asan|tsan|cxx]...   (default: all)
+# Usage: scripts/c-tests.sh [plain|asan|tsan|cxx|backends]...   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=c-tests/build
 mkdir -p "$out"
 lib=target/release
 modes=("$@")
-[ ${#modes[@]} -gt 0 ] || modes=(cxx plain asan tsan)
+[ ${#modes[@]} -gt 0 ] || modes=(cxx plain asan tsan backends)
 CC=${CC:-gcc}
 CXX=${CXX:-g++}
 warn=(-std=c11 -Wall -Wextra -Wpedantic -Werror -g -Iinclude -Ic-tests)
@@ -35,6 +38,23 @@ for mode in "${modes[@]}"; do
       echo "c-tests: header compiles as C11 and as C++11: ok"
       continue ;;
     plain) flags=(-O1); link=(-L"$lib" -lvmig -Wl,-rpath,"$PWD/$out") ;;
+    backends)
+      # Same profile and features as make check's backend wire tests, so
+      # only vmig itself is compiled again; the default build's artifact
+      # stays in target/release/deps and is put back below.
+      cargo build -q --release --lib --features libdeflate,system-zlib
+      mkdir -p "$out/backends"
+      cp "$lib/libvmig.so" "$out/backends/libvmig.so.0"
+      cargo build -q --release --lib
+      bin="$out/test_comp-backends"
+      "$CC" "${warn[@]}" -O1 c-tests/test_comp.c -o "$bin" -L"$lib" -lvmig -Wl,-rpath,"$PWD/$out/backends" "${libs[@]}"
+      if VMIG_TEST_MODE=$mode "$bin" 2> "$out/test_comp-backends.err" && ! grep SKIP "$out/test_comp-backends.err" >/dev/null; then
+        echo "c-tests: test_comp [backends: zlib-rs, libdeflate, system zlib]: ok"; pass=$((pass+1))
+      else
+        cat "$out/test_comp-backends.err" >&2
+        echo "c-tests: test_comp [backends]: FAILED (or a backend was missing)" >&2; fail=$((fail+1))
+      fi
+      continue ;;
     asan)  flags=(-O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all); link=("$lib/libvmig.a") ;;
     tsan)
       tsan_lib=target/tsan/x86_64-unknown-linux-gnu/release/libvmig.a
