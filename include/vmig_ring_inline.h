@@ -14,22 +14,24 @@
  * working on a frozen, versioned layout (struct vmig_ring_fast) that each
  * producer and consumer handle embeds:
  *
- *   own    this side's index, exact (only this handle moves it);
- *   peer   a value the other side's index had (rtrb's cached index);
- *   mask   capacity - 1;
- *   index  the shared index this side publishes (prod or cons);
- *   slots  the ring's slots;
- *   owner  the handle, for the fallback.
+ *   own         this side's index, exact (only this handle moves it);
+ *   peer        a value the other side's index had (rtrb's cached index);
+ *   mask        capacity - 1;
+ *   index       the shared index this side publishes (prod or cons);
+ *   peer_index  the other side's shared index (cons or prod);
+ *   slots       the ring's slots;
+ *   owner       the handle, for the fallback.
  *
- * When the cached peer index shows room (enqueue) or an item (dequeue),
- * the inline function moves the item and publishes the index itself: one
- * slot access and one store to shared memory, no call. Otherwise (the
- * cache says full or empty, or the item pointer is NULL) it calls the
- * out-of-line function on the same handle, which reloads the peer's index,
- * reports -ENOBUFS / -ENOENT / -EINVAL and records vmig_last_error(). Both
- * paths work on the same cursor (the handle's own/peer above), so inline
- * and out-of-line calls (single items and bursts) may be mixed on one
- * handle in any order.
+ * rtrb's algorithm, in the caller's code: trust the cached peer index;
+ * only when it says full (enqueue) or empty (dequeue), reload the real one
+ * from peer_index. When there is room (an item), the inline function moves
+ * the item and publishes its index itself: no call, and no access to the
+ * other side's cache line while the cached copy suffices. When the ring
+ * really is full (empty), or the item pointer is NULL, it calls the
+ * out-of-line function on the same handle, which reports -ENOBUFS /
+ * -ENOENT / -EINVAL and records vmig_last_error(). Both paths work on the
+ * same cursor (the handle's own/peer above), so inline and out-of-line
+ * calls (single items and bursts) may be mixed on one handle in any order.
  *
  *   vmig_ring_producer *p = vmig_ring_producer_new(ring);
  *   vmig_ring_producer_fast *pf = vmig_ring_producer_fast_view(p);
@@ -61,21 +63,23 @@
  * the layout with compile-time asserts (src/ffi/ring_inline.rs), and
  * c-tests/test_ring_inline.c checks the two agree.
  *
- * Memory ordering (labels of src/ring/raw/mod.rs, where each Release is
- * paired with its Acquire)
+ * Memory ordering (the labels of src/ring/raw/mod.rs; each Release pairs
+ * with an Acquire, and either side of a pair may run here or in libvmig)
  * ---------------
- * - enqueue: the slot store is Relaxed; R5, the Release store of prod,
- *   publishes it (and everything the caller wrote before it) and pairs
- *   with A5, the consumer's Acquire load of prod (sp_ready in
- *   src/ring/raw/algorithm.rs, run by the out-of-line dequeue). The
- *   room the inline path trusts is below a value of cons that the
- *   out-of-line enqueue loaded with A3 (Acquire, pairs with the consumer's
- *   R3) on this thread, so the consumer is done with those slots.
- * - dequeue: the slot load is Relaxed: the items it trusts are below a
- *   value of prod that the out-of-line dequeue loaded with A5 on this
- *   thread. R3, the Release store of cons, tells the producer the slot is
- *   free (and that the consumer's reads of it are done) and pairs with A3,
- *   the producer's Acquire load of cons (sp_room, out-of-line enqueue).
+ * - R5 (Release store of prod, vmig_ring_fast_enqueue() here or sp_publish
+ *   in src/ring/raw/algorithm.rs) publishes the slot stored before it, and
+ *   everything the caller wrote before the enqueue; pairs with A5.
+ * - A5 (Acquire load of prod, vmig_ring_fast_dequeue() here or sp_ready in
+ *   algorithm.rs): the slots below the value loaded are stored and
+ *   visible, so the consumer's slot load is Relaxed.
+ * - R3 (Release store of cons, vmig_ring_fast_dequeue() or
+ *   consumer_publish): the consumer is done reading the slots below it;
+ *   pairs with A3.
+ * - A3 (Acquire load of cons, vmig_ring_fast_enqueue() or sp_room): the
+ *   producer may store into those slots again, so its slot store is
+ *   Relaxed (R5 publishes it).
+ * - own and peer are this handle's private words (plain accesses): only the
+ *   handle's thread reads or writes them, inline or out of line.
  * The Rust side's loom models (tests/loom_ring.rs) cannot run C: they stay
  * the proof of the out-of-line algorithm, and the TSan run of
  * c-tests/test_ring_inline.c (inline producer against inline and
@@ -102,6 +106,7 @@ struct vmig_ring_fast {
     uint32_t own;
     uint32_t peer;
     _Atomic uint32_t *index;
+    _Atomic uint32_t *peer_index;
     _Atomic(void *) *slots;
     void *owner;
 };
@@ -123,6 +128,7 @@ struct vmig_ring_consumer_fast {
             (uint32_t)offsetof(struct vmig_ring_fast, own),                    \
             (uint32_t)offsetof(struct vmig_ring_fast, peer),                   \
             (uint32_t)offsetof(struct vmig_ring_fast, index),                  \
+            (uint32_t)offsetof(struct vmig_ring_fast, peer_index),             \
             (uint32_t)offsetof(struct vmig_ring_fast, slots),                  \
             (uint32_t)offsetof(struct vmig_ring_fast, owner)                   \
     }
@@ -151,8 +157,8 @@ static inline vmig_ring_consumer_fast *vmig_ring_consumer_fast_view(vmig_ring_co
 }
 
 /*
- * Enqueues one item: vmig_ring_producer_enqueue(), inline while the cached
- * consumer index shows room. Returns 0, -ENOBUFS (full) or -EINVAL (NULL
+ * Enqueues one item: vmig_ring_producer_enqueue(), inline unless the ring
+ * is full or the item NULL. Returns 0, -ENOBUFS (full) or -EINVAL (NULL
  * item). Thread-safety: the handle's thread (see the top of this file).
  */
 static inline int vmig_ring_fast_enqueue(vmig_ring_producer_fast *producer, void *item)
@@ -160,38 +166,54 @@ static inline int vmig_ring_fast_enqueue(vmig_ring_producer_fast *producer, void
     struct vmig_ring_fast *f = &producer->f;
     uint32_t own = f->own;
 
-    /* own - peer is the number of slots in use by the cached peer (at most
-     * the capacity, mask + 1): room while it is at most mask. */
-    if (own - f->peer > f->mask || item == NULL)
+    /* own - peer: slots in use by a value cons had, at most the capacity
+     * (mask + 1); there is room while it is at most mask. */
+    if (own - f->peer > f->mask) {
+        /* A3 (Acquire): pairs with R3 in vmig_ring_fast_dequeue() or in
+         * consumer_publish (src/ring/raw/algorithm.rs): the consumer is
+         * done with the slots below the value loaded. */
+        f->peer = atomic_load_explicit(f->peer_index, memory_order_acquire);
+        if (own - f->peer > f->mask)
+            return vmig_ring_producer_enqueue((vmig_ring_producer *)f->owner, item);
+    }
+    if (item == NULL)
         return vmig_ring_producer_enqueue((vmig_ring_producer *)f->owner, item);
     /* Relaxed: R5 below publishes it. */
     atomic_store_explicit(&f->slots[own & f->mask], item, memory_order_relaxed);
     f->own = own + 1;
-    /* R5 (Release): publishes the slot; pairs with A5 in sp_ready
-     * (src/ring/raw/algorithm.rs), the consumer's reload of prod. */
+    /* R5 (Release): publishes the slot; pairs with A5 in
+     * vmig_ring_fast_dequeue() or in sp_ready (algorithm.rs). */
     atomic_store_explicit(f->index, own + 1, memory_order_release);
     return 0;
 }
 
 /*
  * Dequeues the oldest item into *item: vmig_ring_consumer_dequeue(), inline
- * while the cached producer index shows an item. Returns 0, -ENOENT (empty,
- * *item untouched) or -EINVAL (NULL item). Thread-safety: the handle's
- * thread (the ring's consumer).
+ * unless the ring is empty or item NULL. Returns 0, -ENOENT (empty, *item
+ * untouched) or -EINVAL (NULL item). Thread-safety: the handle's thread
+ * (the ring's consumer).
  */
 static inline int vmig_ring_fast_dequeue(vmig_ring_consumer_fast *consumer, void **item)
 {
     struct vmig_ring_fast *f = &consumer->f;
     uint32_t own = f->own;
 
-    if (own == f->peer || item == NULL)
+    if (own == f->peer) {
+        /* A5 (Acquire): pairs with R5 in vmig_ring_fast_enqueue() or in
+         * sp_publish (algorithm.rs): the slots below the value loaded are
+         * stored and visible. */
+        f->peer = atomic_load_explicit(f->peer_index, memory_order_acquire);
+        if (own == f->peer)
+            return vmig_ring_consumer_dequeue((vmig_ring_consumer *)f->owner, item);
+    }
+    if (item == NULL)
         return vmig_ring_consumer_dequeue((vmig_ring_consumer *)f->owner, item);
-    /* Relaxed: the slot is below a prod this thread loaded with A5 (in the
-     * out-of-line dequeue that set peer), which made the store visible. */
+    /* Relaxed: below a prod loaded with A5 (here or out of line, on this
+     * thread), which made the store visible. */
     *item = atomic_load_explicit(&f->slots[own & f->mask], memory_order_relaxed);
     f->own = own + 1;
     /* R3 (Release): the consumer is done with the slot; pairs with A3 in
-     * sp_room (src/ring/raw/algorithm.rs), the producer's reload of cons. */
+     * vmig_ring_fast_enqueue() or in sp_room (algorithm.rs). */
     atomic_store_explicit(f->index, own + 1, memory_order_release);
     return 0;
 }

@@ -6,32 +6,36 @@
 //! A producer or consumer handle on a single-producer ring embeds one
 //! [`FastView`]: the side's cursor (its own index, exact, and the cached
 //! index of the other side), the mask, and pointers to the index the side
-//! publishes and to the slots. The hand-written header defines the same
-//! layout as `struct vmig_ring_fast` and enqueues or dequeues one item on it
-//! in the caller's code when the cached peer index shows room (producer) or
-//! an item (consumer); otherwise it calls the out-of-line
+//! publishes, to the other side's index and to the slots. The hand-written
+//! header defines the same layout as `struct vmig_ring_fast` and enqueues
+//! or dequeues one item on it in the caller's code, rtrb's algorithm: trust
+//! the cached peer index, reload the real one (Acquire) only when the copy
+//! says full (producer) or empty (consumer). When the reloaded index still
+//! says so, or the item pointer is NULL, it calls the out-of-line
 //! vmig_ring_producer_enqueue()/vmig_ring_consumer_dequeue(), which work on
-//! the very same cursor (reload the peer index, report full/empty, record
-//! `vmig_last_error`). Inline and out-of-line calls on one handle can
+//! the very same cursor and report -ENOBUFS/-ENOENT/-EINVAL with
+//! `vmig_last_error`. Inline and out-of-line calls on one handle can
 //! therefore be mixed freely.
 //!
 //! The layout is versioned ([`VMIG_RING_FAST_VERSION`]) and checked whole:
-//! the header hands vmig_ring_producer_get_fast()/vmig_ring_consumer_get_fast() its
-//! own view of the layout (version, `sizeof`, each field's `offsetof`, as
-//! compiled into the caller) and gets NULL unless it equals [`FastView::LAYOUT`],
-//! so a program built against another library's header falls back to the
-//! out-of-line calls instead of writing through a wrong layout. The Rust
-//! side pins the layout with compile-time asserts below; `c-tests/test_ring_inline.c`
-//! checks a header and library built together agree.
+//! the header hands vmig_ring_producer_get_fast()/vmig_ring_consumer_get_fast()
+//! its own view of the layout (version, `sizeof`, each field's `offsetof`, as
+//! compiled into the caller) and gets NULL unless it equals
+//! [`FastView::LAYOUT`], so a program built against another library's header
+//! falls back to the out-of-line calls instead of writing through a wrong
+//! layout. The Rust side pins the layout with compile-time asserts below;
+//! `c-tests/test_ring_inline.c` checks a header and library built together
+//! agree.
 //!
-//! Memory ordering: the header's stores are the Rust side's R5 (producer
-//! publishes `prod`, Release) and R3 (consumer publishes `cons`, Release),
-//! and its slot accesses are Relaxed for the same reason as in
-//! `crate::ring::raw` (the Acquire loads A5/A3 that refresh the cached peer
-//! index are done by the out-of-line path, on the same thread, before the
-//! inline path trusts the copy). The loom models cannot run C, so the
-//! Rust path's models stay the proof of the algorithm, and the TSan run of
-//! `c-tests/test_ring_inline.c` is the proof of the C side's ordering.
+//! Memory ordering: the header's atomics are the Rust side's, labelled as
+//! in `crate::ring::raw`: R5 (the producer publishes `prod`, Release) pairs
+//! with A5 (the consumer reloads `prod`, Acquire), R3 (the consumer
+//! publishes `cons`, Release) with A3 (the producer reloads `cons`,
+//! Acquire), and either side of each pair may run inline in C or out of
+//! line in Rust; the slot accesses are Relaxed for the same reason as in
+//! Rust. The loom models cannot run C, so the Rust path's models stay the
+//! proof of the algorithm, and the TSan run of `c-tests/test_ring_inline.c`
+//! is the proof of the C side's ordering.
 
 use std::ffi::c_void;
 use std::mem::{offset_of, size_of};
@@ -77,6 +81,9 @@ pub(crate) struct FastView {
     pub(crate) cur: Cursor,
     /// The index this side publishes: `prod` (producer) or `cons` (consumer).
     index: *const AtomicU32,
+    /// The other side's index, which the inline path reloads (Acquire)
+    /// when the cached copy says full or empty: `cons` or `prod`.
+    peer_index: *const AtomicU32,
     /// The ring's `capacity` slots.
     slots: *const AtomicPtr<()>,
     /// The handle this view belongs to, for the out-of-line fallback; set
@@ -88,14 +95,15 @@ pub(crate) struct FastView {
 // the frozen layout, which bumps VMIG_RING_FAST_VERSION and vmig_ring_inline.h.
 #[cfg(target_pointer_width = "64")]
 const _: () = {
-    assert!(size_of::<FastView>() == 40);
+    assert!(size_of::<FastView>() == 48);
     assert!(offset_of!(FastView, version) == 0);
     assert!(offset_of!(FastView, mask) == 4);
     assert!(offset_of!(FastView, cur) + Cursor::OWN_OFFSET == 8);
     assert!(offset_of!(FastView, cur) + Cursor::PEER_OFFSET == 12);
     assert!(offset_of!(FastView, index) == 16);
-    assert!(offset_of!(FastView, slots) == 24);
-    assert!(offset_of!(FastView, owner) == 32);
+    assert!(offset_of!(FastView, peer_index) == 24);
+    assert!(offset_of!(FastView, slots) == 32);
+    assert!(offset_of!(FastView, owner) == 40);
 };
 // The header's `_Atomic uint32_t *` and `_Atomic(void *) *` point at these
 // (same size and alignment as the plain types on every target vmig builds for).
@@ -108,33 +116,35 @@ const _: () = {
 impl FastView {
     /// What vmig_ring_inline.h's `VMIG_RING_FAST_LAYOUT` must hold, in its
     /// order: the version, the size, then the offset of each field.
-    pub(crate) const LAYOUT: [u32; 8] = [
+    pub(crate) const LAYOUT: [u32; 9] = [
         VMIG_RING_FAST_VERSION,
         size_of::<FastView>() as u32,
         offset_of!(FastView, mask) as u32,
         (offset_of!(FastView, cur) + Cursor::OWN_OFFSET) as u32,
         (offset_of!(FastView, cur) + Cursor::PEER_OFFSET) as u32,
         offset_of!(FastView, index) as u32,
+        offset_of!(FastView, peer_index) as u32,
         offset_of!(FastView, slots) as u32,
         offset_of!(FastView, owner) as u32,
     ];
 
     /// The producer's view of `ring` with cursor `cur`.
     pub(crate) fn producer(ring: &RawRing, cur: Cursor) -> FastView {
-        FastView::new(ring, cur, ring.prod_index())
+        FastView::new(ring, cur, ring.prod_index(), ring.cons_index())
     }
 
     /// The consumer's view of `ring` with cursor `cur`.
     pub(crate) fn consumer(ring: &RawRing, cur: Cursor) -> FastView {
-        FastView::new(ring, cur, ring.cons_index())
+        FastView::new(ring, cur, ring.cons_index(), ring.prod_index())
     }
 
-    fn new(ring: &RawRing, cur: Cursor, index: &AtomicU32) -> FastView {
+    fn new(ring: &RawRing, cur: Cursor, index: &AtomicU32, peer_index: &AtomicU32) -> FastView {
         FastView {
             version: VMIG_RING_FAST_VERSION,
             mask: ring.capacity() - 1,
             cur,
             index,
+            peer_index,
             slots: ring.slots_ptr(),
             owner: std::ptr::null_mut(),
         }
