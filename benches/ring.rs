@@ -383,11 +383,12 @@ fn c_handles_burst(items: usize) -> f64 {
 
 // The C side of the "C inline" rows: benches/support/ring_inline_shim.c, a
 // C caller's loops around include/vmig_ring_inline.h (compiled by build.rs,
-// linked into the benches only).
+// linked into the benches only). The handles are passed as `void *`: the
+// opaque Rust types have no FFI layout of their own.
 extern "C" {
-    fn ring_bench_inline_produce(p: *mut vmig_ring_producer, n: usize) -> i32;
-    fn ring_bench_inline_consume(c: *mut vmig_ring_consumer, total: usize) -> i32;
-    fn ring_bench_inline_pairs(p: *mut vmig_ring_producer, c: *mut vmig_ring_consumer, pairs: usize) -> u64;
+    fn ring_bench_inline_produce(p: *mut c_void, n: usize) -> i32;
+    fn ring_bench_inline_consume(c: *mut c_void, total: usize) -> i32;
+    fn ring_bench_inline_pairs(p: *mut c_void, c: *mut c_void, pairs: usize) -> u64;
 }
 
 /// Single items through the header's inline fast path, from C: the
@@ -402,13 +403,13 @@ fn c_inline(items: usize) -> f64 {
         move |_, n| {
             let h = tx.lock().unwrap()[0].take().unwrap();
             // SAFETY: this thread's live producer handle, on an SP ring.
-            assert_eq!(unsafe { ring_bench_inline_produce(h.0, n) }, 0, "no inline fast path");
+            assert_eq!(unsafe { ring_bench_inline_produce(h.0.cast(), n) }, 0, "no inline fast path");
             // SAFETY: this thread's handle, not used again.
             unsafe { vmig_ring_producer_free(h.0) };
         },
         |total| {
             // SAFETY: the consumer handle, used by this thread only.
-            let rc = unsafe { ring_bench_inline_consume(rx, total) };
+            let rc = unsafe { ring_bench_inline_consume(rx.cast(), total) };
             assert_eq!(rc, 0, "no inline fast path (-1) or lost, duplicated or reordered item (-2)");
         },
     );
@@ -665,7 +666,7 @@ fn latencies(pairs: usize) -> Vec<(&'static str, f64)> {
     let h = tx.lock().unwrap()[0].take().unwrap();
     let start = Instant::now();
     // SAFETY: this thread's live handles of an SP ring.
-    let sum = unsafe { ring_bench_inline_pairs(h.0, rx, pairs) };
+    let sum = unsafe { ring_bench_inline_pairs(h.0.cast(), rx.cast(), pairs) };
     let vmig_inline = start.elapsed().as_nanos() as f64 / pairs as f64;
     assert_eq!(sum, (pairs as u64) * (pairs as u64 + 1) / 2, "C inline pairs failed");
     // SAFETY: handles of this thread, not used again; the last frees the ring.
