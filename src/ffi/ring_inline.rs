@@ -238,3 +238,46 @@ pub unsafe extern "C" fn vmig_ring_consumer_get_fast(
         Ok(std::ptr::addr_of_mut!(c.view).cast())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::ring::{vmig_ring_free, vmig_ring_new, VMIG_RING_MP};
+    use crate::ffi::ring_handle::{
+        vmig_ring_consumer_free, vmig_ring_consumer_new, vmig_ring_producer_free, vmig_ring_producer_new,
+    };
+
+    #[test]
+    fn views_only_for_this_layout_and_sp_rings() {
+        let layout = FastView::LAYOUT;
+        let n = layout.len() as u32;
+        for flags in [0, VMIG_RING_MP] {
+            let ring = vmig_ring_new(8, flags);
+            // SAFETY: live handles of this test's thread, freed once below.
+            unsafe {
+                let p = vmig_ring_producer_new(ring);
+                let c = vmig_ring_consumer_new(ring);
+                assert!(!p.is_null() && !c.is_null());
+                let pf = vmig_ring_producer_get_fast(p, layout.as_ptr(), n);
+                let cf = vmig_ring_consumer_get_fast(c, layout.as_ptr(), n);
+                assert_eq!(!pf.is_null(), flags == 0);
+                assert_eq!(!cf.is_null(), flags == 0);
+                if flags == 0 {
+                    let view = &*pf.cast::<FastView>();
+                    assert_eq!((view.version, view.mask), (VMIG_RING_FAST_VERSION, 7));
+                    assert_eq!(view.owner, p.cast::<c_void>());
+                }
+                for i in 0..layout.len() {
+                    let mut other = layout;
+                    other[i] += 8;
+                    assert!(vmig_ring_producer_get_fast(p, other.as_ptr(), n).is_null());
+                }
+                assert!(vmig_ring_consumer_get_fast(c, layout.as_ptr(), n - 1).is_null());
+                assert!(vmig_ring_consumer_get_fast(c, std::ptr::null(), n).is_null());
+                vmig_ring_producer_free(p);
+                vmig_ring_consumer_free(c);
+                vmig_ring_free(ring);
+            }
+        }
+    }
+}
