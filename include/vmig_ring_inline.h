@@ -167,23 +167,25 @@ static inline int vmig_ring_fast_enqueue(vmig_ring_producer_fast *producer, void
     uint32_t own = f->own;
 
     /* own - peer: slots in use by a value cons had, at most the capacity
-     * (mask + 1); there is room while it is at most mask. */
-    if (own - f->peer > f->mask) {
+     * (mask + 1); there is room while it is at most mask. The indices run
+     * freely and wrap at 2^32: the difference is taken modulo 2^32, as in
+     * src/ring/raw (the cast keeps it so where int is wider than 32 bits). */
+    if ((uint32_t)(own - f->peer) > f->mask) {
         /* A3 (Acquire): pairs with R3 in vmig_ring_fast_dequeue() or in
          * consumer_publish (src/ring/raw/algorithm.rs): the consumer is
          * done with the slots below the value loaded. */
         f->peer = atomic_load_explicit(f->peer_index, memory_order_acquire);
-        if (own - f->peer > f->mask)
+        if ((uint32_t)(own - f->peer) > f->mask)
             return vmig_ring_producer_enqueue((vmig_ring_producer *)f->owner, item);
     }
     if (item == NULL)
         return vmig_ring_producer_enqueue((vmig_ring_producer *)f->owner, item);
     /* Relaxed: R5 below publishes it. */
     atomic_store_explicit(&f->slots[own & f->mask], item, memory_order_relaxed);
-    f->own = own + 1;
+    f->own = (uint32_t)(own + 1);
     /* R5 (Release): publishes the slot; pairs with A5 in
      * vmig_ring_fast_dequeue() or in sp_ready (algorithm.rs). */
-    atomic_store_explicit(f->index, own + 1, memory_order_release);
+    atomic_store_explicit(f->index, (uint32_t)(own + 1), memory_order_release);
     return 0;
 }
 
@@ -211,10 +213,10 @@ static inline int vmig_ring_fast_dequeue(vmig_ring_consumer_fast *consumer, void
     /* Relaxed: below a prod loaded with A5 (here or out of line, on this
      * thread), which made the store visible. */
     *item = atomic_load_explicit(&f->slots[own & f->mask], memory_order_relaxed);
-    f->own = own + 1;
+    f->own = (uint32_t)(own + 1);
     /* R3 (Release): the consumer is done with the slot; pairs with A3 in
      * vmig_ring_fast_enqueue() or in sp_room (algorithm.rs). */
-    atomic_store_explicit(f->index, own + 1, memory_order_release);
+    atomic_store_explicit(f->index, (uint32_t)(own + 1), memory_order_release);
     return 0;
 }
 
