@@ -10,6 +10,9 @@
 //! shared ring header instead and load and store it around every call
 //! (`ring_cursor.rs`). SP bursts go through `crate::ring::raw`'s bulk
 //! copies (one reservation, at most two copies, one Release publish).
+//! On an SP ring each handle's cursor sits in a frozen `repr(C)` layout
+//! (`ring_inline.rs`) that `include/vmig_ring_inline.h` enqueues and
+//! dequeues single items on inline, in the caller's code.
 //!
 //! Lifetime: each handle holds a reference to the ring (`RawRing::acquire_ref`),
 //! so `vmig_ring_free` with live handles only drops the ring handle's
