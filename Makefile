@@ -77,13 +77,15 @@ install: release
 	ln -sf libvmig.so.$(SOMAJOR) $(DESTDIR)$(LIBDIR)/libvmig.so
 	install -m 0644 $(RELDIR)/libvmig.a $(DESTDIR)$(LIBDIR)/libvmig.a
 	install -m 0644 include/vmig.h $(DESTDIR)$(INCLUDEDIR)/vmig.h
+	install -m 0644 include/vmig_ring_inline.h $(DESTDIR)$(INCLUDEDIR)/vmig_ring_inline.h
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
 	    vmig.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/vmig.pc
 
 uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libvmig.so* $(DESTDIR)$(LIBDIR)/libvmig.a \
-	      $(DESTDIR)$(INCLUDEDIR)/vmig.h $(DESTDIR)$(PKGCONFIGDIR)/vmig.pc
+	      $(DESTDIR)$(INCLUDEDIR)/vmig.h $(DESTDIR)$(INCLUDEDIR)/vmig_ring_inline.h \
+	      $(DESTDIR)$(PKGCONFIGDIR)/vmig.pc
 
 clean:
 	$(CARGO) clean

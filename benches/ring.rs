@@ -381,6 +381,43 @@ fn c_handles_burst(items: usize) -> f64 {
     rate
 }
 
+// The C side of the "C inline" rows: benches/support/ring_inline_shim.c, a
+// C caller's loops around include/vmig_ring_inline.h (compiled by build.rs,
+// linked into the benches only). The handles are passed as `void *`: the
+// opaque Rust types have no FFI layout of their own.
+extern "C" {
+    fn ring_bench_inline_produce(p: *mut c_void, n: usize) -> i32;
+    fn ring_bench_inline_consume(c: *mut c_void, total: usize) -> i32;
+    fn ring_bench_inline_pairs(p: *mut c_void, c: *mut c_void, pairs: usize) -> u64;
+}
+
+/// Single items through the header's inline fast path, from C: the
+/// producer and consumer loops are C (`send_each`/`receive_each` with the
+/// same [`Backoff`]), each item an inline enqueue and an inline dequeue
+/// that call into libvmig only when the cached index says full or empty.
+fn c_inline(items: usize) -> f64 {
+    let (tx, rx) = c_ring(1);
+    let rate = run_threads(
+        1,
+        items,
+        move |_, n| {
+            let h = tx.lock().unwrap()[0].take().unwrap();
+            // SAFETY: this thread's live producer handle, on an SP ring.
+            assert_eq!(unsafe { ring_bench_inline_produce(h.0.cast(), n) }, 0, "no inline fast path");
+            // SAFETY: this thread's handle, not used again.
+            unsafe { vmig_ring_producer_free(h.0) };
+        },
+        |total| {
+            // SAFETY: the consumer handle, used by this thread only.
+            let rc = unsafe { ring_bench_inline_consume(rx.cast(), total) };
+            assert_eq!(rc, 0, "no inline fast path (-1) or lost, duplicated or reordered item (-2)");
+        },
+    );
+    // SAFETY: the producer is done; the last handle frees the ring.
+    unsafe { vmig_ring_consumer_free(rx) };
+    rate
+}
+
 /// The ring handle shared by the threads (per-call C API).
 #[derive(Clone, Copy)]
 struct Shared(*mut vmig_ring);
@@ -625,6 +662,18 @@ fn latencies(pairs: usize) -> Vec<(&'static str, f64)> {
         vmig_ring_producer_free(h.0);
         vmig_ring_consumer_free(rx);
     }
+    let (tx, rx) = c_ring(1);
+    let h = tx.lock().unwrap()[0].take().unwrap();
+    let start = Instant::now();
+    // SAFETY: this thread's live handles of an SP ring.
+    let sum = unsafe { ring_bench_inline_pairs(h.0.cast(), rx.cast(), pairs) };
+    let vmig_inline = start.elapsed().as_nanos() as f64 / pairs as f64;
+    assert_eq!(sum, (pairs as u64) * (pairs as u64 + 1) / 2, "C inline pairs failed");
+    // SAFETY: handles of this thread, not used again; the last frees the ring.
+    unsafe {
+        vmig_ring_producer_free(h.0);
+        vmig_ring_consumer_free(rx);
+    }
     let (mut tx, mut rx) = rtrb::RingBuffer::<usize>::new(CAP);
     let rtrb = pair_latency(pairs, |v| tx.push(v).unwrap(), || rx.pop().unwrap());
     let q = ArrayQueue::<usize>::new(CAP);
@@ -645,6 +694,7 @@ fn latencies(pairs: usize) -> Vec<(&'static str, f64)> {
         ("vmig spsc", vmig_sp),
         ("vmig mpsc", vmig_mp),
         ("vmig C ABI handles (spsc)", vmig_c),
+        ("vmig C inline (spsc)", vmig_inline),
         ("rtrb", rtrb),
         ("crossbeam ArrayQueue", aq),
         ("std sync_channel", ch),
@@ -738,6 +788,7 @@ fn main() {
             &measure(
                 &p,
                 &[
+                    ("vmig C inline (vmig_ring_inline.h)", &c_inline),
                     ("vmig C ABI handles", &|n| c_handles(1, n)),
                     ("vmig Rust API", &vmig_spsc),
                     ("rtrb", &rtrb_spsc),
@@ -747,7 +798,7 @@ fn main() {
                     ("vmig C ABI per-call (vmig_ring_*)", &|n| c_per_call(1, n)),
                 ],
             ),
-            2,
+            3,
         );
     }
     if want("mpsc") {

@@ -71,6 +71,10 @@
 // Largest ring capacity (2^30).
 #define VMIG_RING_MAX_CAPACITY (1 << 30)
 
+// Version of the inline fast path's frozen layout (`struct vmig_ring_fast`
+// in vmig_ring_inline.h); changed with any change of that layout.
+#define VMIG_RING_FAST_VERSION 1
+
 // Largest percentage vmig_throttle_set() accepts (QEMU's
 // CPU_THROTTLE_PCT_MAX).
 #define VMIG_THROTTLE_PCT_MAX 99
@@ -129,8 +133,16 @@ typedef struct vmig_ring vmig_ring;
 // The consumer's handle on a vmig_ring, owned by one thread (opaque).
 typedef struct vmig_ring_consumer vmig_ring_consumer;
 
+// A consumer handle's inline fast path (opaque here; vmig_ring_inline.h
+// defines it).
+typedef struct vmig_ring_consumer_fast vmig_ring_consumer_fast;
+
 // A producer's handle on a vmig_ring, owned by one thread (opaque).
 typedef struct vmig_ring_producer vmig_ring_producer;
+
+// A producer handle's inline fast path (opaque here; vmig_ring_inline.h
+// defines it).
+typedef struct vmig_ring_producer_fast vmig_ring_producer_fast;
 
 // A VM's auto-converge throttle with one closed-loop account per vCPU
 // (opaque).
@@ -1180,6 +1192,42 @@ int32_t vmig_ring_producer_count(struct vmig_ring_producer *producer);
 // # Safety
 // `consumer` is NULL or a live consumer handle.
 int32_t vmig_ring_consumer_count(struct vmig_ring_consumer *consumer);
+
+// Gives the inline fast path of a producer handle (vmig_ring_inline.h);
+// call vmig_ring_producer_fast_view() from that header rather than this.
+// `layout[0..n)` is the header's view of the frozen layout
+// (`VMIG_RING_FAST_LAYOUT`): the version, the size and the field offsets
+// as the caller was compiled.
+//
+// Returns the fast path, valid until the handle is freed, or NULL with
+// errno EINVAL (NULL or foreign handle, NULL `layout`, or a VMIG_RING_MP
+// ring, whose producers claim slots by CAS and have no inline path) or
+// EOPNOTSUPP (the header's layout is not this library's: use the
+// out-of-line calls).
+//
+// Thread-safety: the handle's thread.
+//
+// # Safety
+// `producer` is NULL or a live producer handle; `layout` is NULL or valid
+// for reads of `n` values.
+struct vmig_ring_producer_fast *vmig_ring_producer_get_fast(struct vmig_ring_producer *producer,
+                                                            const uint32_t *layout,
+                                                            uint32_t n);
+
+// Gives the inline fast path of a consumer handle (vmig_ring_inline.h);
+// call vmig_ring_consumer_fast_view() from that header rather than this.
+// As vmig_ring_producer_get_fast(): NULL with errno EINVAL (NULL or foreign
+// handle, NULL `layout`, a VMIG_RING_MP ring) or EOPNOTSUPP (another
+// layout).
+//
+// Thread-safety: the handle's thread.
+//
+// # Safety
+// `consumer` is NULL or a live consumer handle; `layout` is NULL or valid
+// for reads of `n` values.
+struct vmig_ring_consumer_fast *vmig_ring_consumer_get_fast(struct vmig_ring_consumer *consumer,
+                                                            const uint32_t *layout,
+                                                            uint32_t n);
 
 // Creates a throttle for `nr_vcpus` vCPUs (1..=VMIG_THROTTLE_MAX_VCPUS)
 // that run `timeslice_ns` (> 0; QEMU uses 10 ms) between sleeps. It starts

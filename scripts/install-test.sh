@@ -56,4 +56,29 @@ if ! "$CC" -std=c11 -Wall -Wextra -Werror "$prefix/ring-demo.c" -o "$prefix/demo
   cat "$prefix/static.log" >&2; exit 1
 fi
 "$prefix/demo-static"
-echo "install-test: SONAME, exports, pkg-config shared and static: ok"
+
+# The inline fast path's header is installed beside vmig.h and works from there.
+cat > "$prefix/ring-inline-demo.c" <<'C'
+#include <stdio.h>
+#include <vmig_ring_inline.h>
+int main(void)
+{
+    int a = 1;
+    void *out = NULL;
+    vmig_ring *r = vmig_ring_new(8, 0);
+    vmig_ring_producer *p = vmig_ring_producer_new(r);
+    vmig_ring_consumer *c = vmig_ring_consumer_new(r);
+    vmig_ring_producer_fast *pf = vmig_ring_producer_fast_view(p);
+    vmig_ring_consumer_fast *cf = vmig_ring_consumer_fast_view(c);
+    int ok = pf && cf && vmig_ring_fast_enqueue(pf, &a) == 0 && vmig_ring_fast_dequeue(cf, &out) == 0 && out == &a;
+    vmig_ring_producer_free(p);
+    vmig_ring_consumer_free(c);
+    vmig_ring_free(r);
+    printf("ring-inline-demo: %s\n", ok ? "ok" : "FAILED");
+    return !ok;
+}
+C
+# shellcheck disable=SC2046
+"$CC" -std=c11 -Wall -Wextra -Werror "$prefix/ring-inline-demo.c" -o "$prefix/inline-demo" $(pkg-config --cflags --libs vmig)
+LD_LIBRARY_PATH=$prefix/lib "$prefix/inline-demo"
+echo "install-test: SONAME, exports, pkg-config shared and static, vmig_ring_inline.h: ok"

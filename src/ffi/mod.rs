@@ -27,6 +27,7 @@ pub mod reaper;
 pub mod ring;
 mod ring_cursor;
 pub mod ring_handle;
+pub mod ring_inline;
 pub mod throttle;
 pub mod version;
 

@@ -10,6 +10,9 @@
 //! shared ring header instead and load and store it around every call
 //! (`ring_cursor.rs`). SP bursts go through `crate::ring::raw`'s bulk
 //! copies (one reservation, at most two copies, one Release publish).
+//! On an SP ring each handle's cursor sits in a frozen `repr(C)` layout
+//! (`ring_inline.rs`) that `include/vmig_ring_inline.h` enqueues and
+//! dequeues single items on inline, in the caller's code.
 //!
 //! Lifetime: each handle holds a reference to the ring (`RawRing::acquire_ref`),
 //! so `vmig_ring_free` with live handles only drops the ring handle's
@@ -25,6 +28,7 @@ use std::ptr::NonNull;
 use crossbeam_utils::CachePadded;
 
 use super::handle::{self, box_handle};
+use super::ring_inline::FastView;
 use super::ring::vmig_ring;
 use super::{catch_int, catch_or_err, catch_ptr};
 use crate::error::{Error, Result};
@@ -108,18 +112,21 @@ impl Drop for RingRef {
 #[derive(Debug)]
 pub(crate) struct ProducerState {
     ring: RingRef,
-    /// SP rings: `own` = `prod` (exact), `peer` = a value `cons` had.
-    cur: Cursor,
-    mp: bool,
+    /// SP rings: the cursor (`own` = `prod`, exact; `peer` = a value `cons`
+    /// had) inside the frozen layout the header's inline fast path uses
+    /// (`ring_inline.rs`), so inline and out-of-line calls share it.
+    pub(super) view: FastView,
+    pub(super) mp: bool,
 }
 
 /// What a consumer handle owns: its ring reference and the consumer's cursor.
 #[derive(Debug)]
 pub(crate) struct ConsumerState {
     ring: RingRef,
-    /// `own` = `cons` (exact); SP rings: `peer` = a value `prod` had.
-    cur: Cursor,
-    mp: bool,
+    /// `own` = `cons` (exact); SP rings: `peer` = a value `prod` had. In
+    /// the frozen layout of the inline fast path, as the producer's.
+    pub(super) view: FastView,
+    pub(super) mp: bool,
 }
 
 // "vmpr" and "vmco" in ASCII.
@@ -161,7 +168,8 @@ pub unsafe extern "C" fn vmig_ring_producer_new(ring: *mut vmig_ring) -> *mut vm
         let mp = ring_ref.raw().is_mp();
         // MP producers claim by CAS on the shared `prod` and use no cursor.
         let cur = if mp { Cursor::default() } else { ring_ref.raw().fresh_producer_cursor() };
-        Ok(vmig_ring_producer::new_box(CachePadded::new(ProducerState { ring: ring_ref, cur, mp })))
+        let view = FastView::producer(ring_ref.raw(), cur);
+        Ok(vmig_ring_producer::new_box(CachePadded::new(ProducerState { ring: ring_ref, view, mp })))
     })
 }
 
@@ -186,7 +194,7 @@ pub unsafe extern "C" fn vmig_ring_producer_free(producer: *mut vmig_ring_produc
 /// # Safety
 /// `p` is NULL or a live producer handle used by this thread only.
 #[inline]
-unsafe fn producer_mut<'a>(p: *mut vmig_ring_producer, call: impl FnOnce() -> String) -> Result<&'a mut ProducerState> {
+pub(super) unsafe fn producer_mut<'a>(p: *mut vmig_ring_producer, call: impl FnOnce() -> String) -> Result<&'a mut ProducerState> {
     // SAFETY: per this function's contract.
     unsafe { handle::try_mut(p) }.map(|s| &mut **s).map_err(|e| e.in_call(call))
 }
@@ -196,7 +204,7 @@ unsafe fn producer_mut<'a>(p: *mut vmig_ring_producer, call: impl FnOnce() -> St
 /// # Safety
 /// `c` is NULL or a live consumer handle used by this thread only.
 #[inline]
-unsafe fn consumer_mut<'a>(c: *mut vmig_ring_consumer, call: impl FnOnce() -> String) -> Result<&'a mut ConsumerState> {
+pub(super) unsafe fn consumer_mut<'a>(c: *mut vmig_ring_consumer, call: impl FnOnce() -> String) -> Result<&'a mut ConsumerState> {
     // SAFETY: per this function's contract.
     unsafe { handle::try_mut(c) }.map(|s| &mut **s).map_err(|e| e.in_call(call))
 }
@@ -228,7 +236,7 @@ pub unsafe extern "C" fn vmig_ring_producer_enqueue(producer: *mut vmig_ring_pro
         } else {
             // SAFETY: the SP role makes this handle the only producer; `cur`
             // is its cursor.
-            unsafe { r.sp_enqueue(&mut p.cur, item.cast())? };
+            unsafe { r.sp_enqueue(&mut p.view.cur, item.cast())? };
         }
         Ok(0)
     })
@@ -278,7 +286,7 @@ pub unsafe extern "C" fn vmig_ring_producer_enqueue_burst(
             unsafe { r.mp_enqueue_burst_with(n, |k| items[..k as usize].iter().copied()) }
         } else {
             // SAFETY: the only producer, its cursor; the items are non-NULL.
-            unsafe { r.sp_enqueue_copy(&mut p.cur, items) }
+            unsafe { r.sp_enqueue_copy(&mut p.view.cur, items) }
         };
         // At most the capacity (2^30): fits.
         Ok(moved as i32)
@@ -311,9 +319,9 @@ pub unsafe extern "C" fn vmig_ring_consumer_new(ring: *mut vmig_ring) -> *mut vm
         // SAFETY: per this function's contract.
         let ring_ref = unsafe { RingRef::take(ring, |_| ROLE_CONSUMER) }
             .map_err(|e| e.in_call(|| format!("vmig_ring_consumer_new({ring:p})")))?;
-        let cur = ring_ref.raw().fresh_consumer_cursor();
+        let view = FastView::consumer(ring_ref.raw(), ring_ref.raw().fresh_consumer_cursor());
         let mp = ring_ref.raw().is_mp();
-        Ok(vmig_ring_consumer::new_box(CachePadded::new(ConsumerState { ring: ring_ref, cur, mp })))
+        Ok(vmig_ring_consumer::new_box(CachePadded::new(ConsumerState { ring: ring_ref, view, mp })))
     })
 }
 
@@ -358,7 +366,7 @@ pub unsafe extern "C" fn vmig_ring_consumer_dequeue(consumer: *mut vmig_ring_con
         }
         // SAFETY: the consumer role makes this handle the only consumer;
         // `cur` is its cursor and `mp` the ring's mode.
-        let Some(got) = (unsafe { c.ring.raw().dequeue_one(&mut c.cur, c.mp) }) else {
+        let Some(got) = (unsafe { c.ring.raw().dequeue_one(&mut c.view.cur, c.mp) }) else {
             return Err(Error::Empty);
         };
         // SAFETY: `item` is valid for one write per the contract.
@@ -404,14 +412,14 @@ pub unsafe extern "C" fn vmig_ring_consumer_dequeue_burst(
             // SAFETY: the only consumer, its cursor, an MP ring; at most
             // `n` items arrive, and the sink cannot panic.
             unsafe {
-                r.dequeue_with(&mut c.cur, true, n, |p| {
+                r.dequeue_with(&mut c.view.cur, true, n, |p| {
                     *out.get_unchecked_mut(i) = p.as_ptr();
                     i += 1;
                 })
             }
         } else {
             // SAFETY: the only consumer of an SP ring, its cursor.
-            unsafe { r.sp_dequeue_copy(&mut c.cur, out) }
+            unsafe { r.sp_dequeue_copy(&mut c.view.cur, out) }
         };
         // At most the capacity (2^30): fits.
         Ok(got as i32)

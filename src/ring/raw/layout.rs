@@ -109,10 +109,22 @@ const _: () = assert!(size_of::<Header>() % align_of::<AtomicPtr<()>>() == 0);
 /// The C API has no per-thread state: its cursors live in the ring header
 /// (`prod`/`cons_cache` and `cons`/`prod_cache`) and are loaded and stored
 /// back around each call.
+///
+/// `repr(C)`: the C handles' inline fast path (`include/vmig_ring_inline.h`)
+/// reads and writes a cursor inside the frozen `vmig_ring_fast` layout
+/// (`src/ffi/ring_inline.rs`).
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cursor {
     pub(super) own: u32,
     pub(super) peer: u32,
+}
+
+impl Cursor {
+    /// Offset of `own`, for the frozen layout of `src/ffi/ring_inline.rs`.
+    pub(crate) const OWN_OFFSET: usize = std::mem::offset_of!(Cursor, own);
+    /// Offset of `peer`, as [`Cursor::OWN_OFFSET`].
+    pub(crate) const PEER_OFFSET: usize = std::mem::offset_of!(Cursor, peer);
 }
 
 /// Whether an argument pair is a valid ring shape.
@@ -293,6 +305,23 @@ impl RawRing {
     #[inline]
     pub(super) fn slots_base(&self) -> *mut *mut () {
         self.slots.as_ptr().cast::<*mut ()>().cast_mut()
+    }
+
+    /// The producers' shared index `prod`, for the C handles' inline fast
+    /// path, which publishes it from C (`src/ffi/ring_inline.rs`).
+    pub(crate) fn prod_index(&self) -> &AtomicU32 {
+        &self.hdr.prod.prod
+    }
+
+    /// The consumer's shared index `cons`, as [`RawRing::prod_index`].
+    pub(crate) fn cons_index(&self) -> &AtomicU32 {
+        &self.hdr.cons.cons
+    }
+
+    /// The slot array, for the C handles' inline fast path: `capacity`
+    /// slots, each an `AtomicPtr<()>` (the layout of a C `_Atomic(void *)`).
+    pub(crate) fn slots_ptr(&self) -> *const AtomicPtr<()> {
+        self.slots.as_ptr()
     }
 
     // ---- References and roles: what C handles hold (src/ffi/ring_handle.rs) ----

@@ -94,6 +94,10 @@
 //!   slot copies and one publish (the C API's handles use them).
 //! * `src/ffi/ring_cursor.rs`: the entry points only the C API needs, which
 //!   keep the cursors in the ring header around each call.
+//! * `src/ffi/ring_inline.rs` and `include/vmig_ring_inline.h`: the C
+//!   handles' inline fast path, which runs the SP producer's and the
+//!   consumer's single-item steps (R5/A5, R3/A3 above) in C on a frozen
+//!   layout, sharing the handle's cursor with the Rust path.
 
 mod algorithm;
 mod bulk;
