@@ -49,8 +49,7 @@ check:
 
 # Needs root (apt-get); the 7.2 series (20 min on 2 idle cores, up to 45
 # busy; docs/qemu.md). The 10.0 series has its own target below, not run
-# by CI's qemu-check: its dirty_ring case still fails about half the checks
-# on this kernel, and it needs more time than .ci/run has left (measured
+# by CI's qemu-check: it needs more time than .ci/run has left (measured
 # in docs/qemu10.md, "Time").
 qemu-check:
 	qemu-patches/check.sh

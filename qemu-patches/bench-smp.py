@@ -121,6 +121,17 @@ def stop(p, q):
         p.wait()
 
 
+def died(p, tmp, name):
+    """None while QEMU runs; once it exited, why: the last line of its
+    log that is not a warning (stock 7.2 aborts on a short dirty ring
+    reset, "Assertion `ret == total' failed", when KVM overruns a ring)."""
+    if p.poll() is None:
+        return None
+    lines = [x.strip() for x in open(os.path.join(tmp, f"{name}.log"))
+             if x.strip() and "warning:" not in x]
+    return lines[-1][-100:] if lines else f"exit status {p.returncode}"
+
+
 def progress(q, tmp):
     """Pages written so far by each vCPU (the guest's counters)."""
     path = f"{tmp}/counters.bin"
@@ -153,6 +164,13 @@ def ringfull_run(binary, tmp, sector, rate):
         while q.cmd("query-dirty-rate")["status"] != "measured":
             time.sleep(0.1)
         mbps = q.cmd("query-dirty-rate").get("dirty-rate", 0)
+    except (OSError, ValueError):
+        # the QMP connection broke: QEMU died, which is a result too
+        time.sleep(1)
+        why = died(p, tmp, "ring")
+        if why is None:
+            raise
+        return {"died": why}
     finally:
         stop(p, q)
     full = reaps = episodes = 0
@@ -202,6 +220,12 @@ def throttle_run(binary, tmp, sector, pct):
             raise RuntimeError(f"throttle {pct}: the migration ended ({status}) "
                                "while the throttle was measured")
         q.cmd("migrate_cancel")
+    except (OSError, ValueError):
+        time.sleep(1)
+        why = died(p, tmp, "thr")
+        if why is None:
+            raise
+        return {"died": why}
     finally:
         stop(p, q)
     per = [100.0 * (1 - t / b) if b else float("nan") for t, b in zip(thr, base)]
@@ -233,6 +257,11 @@ def main():
         print(f"qemu-bench {label}: {VCPUS}-vCPU smp-dirty guest, {ROUNDS} interleaved rounds, "
               f"load {load0} at the start, {load1} at the end; each cell: the rounds' values")
         seq = lambda v: " / ".join(str(x) for x in v)
+        died_runs = [(name, what, x["died"]) for name in ("stock", "patched")
+                     for what in ("ring", "thr") for k, v in rows[name][what].items()
+                     for x in v if "died" in x]
+        for name, what, why in died_runs:
+            print(f"{name}: QEMU died in a {what} run: {why}")
         if "ring-full" in ONLY:
             print(f"ring-full exits in {CALC_SECS} s of dirty-ring logging (episodes; non-empty "
                   "reaps; dirty MB/s QEMU measured; guest pages/s, all vCPUs)")
@@ -240,8 +269,13 @@ def main():
             for r in RING_RATES:
                 cells = []
                 for name in ("stock", "patched"):
-                    v = rows[name]["ring"][r]
-                    cells.append(f"{seq([x['full'] for x in v])} ({seq([x['episodes'] for x in v])}; "
+                    v = [x for x in rows[name]["ring"][r] if "died" not in x]
+                    lost = len(rows[name]["ring"][r]) - len(v)
+                    if not v:
+                        cells.append(f"QEMU died ({lost}/{lost} runs)")
+                        continue
+                    cells.append((f"[{lost} died] " if lost else "") +
+                                 f"{seq([x['full'] for x in v])} ({seq([x['episodes'] for x in v])}; "
                                  f"{seq([x['reaps'] for x in v])}; "
                                  f"{seq([x['dirty_mbps'] for x in v])}; "
                                  f"{seq([x['guest_pps'] for x in v])})")
@@ -254,7 +288,8 @@ def main():
                 cells = []
                 for name in ("stock", "patched"):
                     v = rows[name]["thr"][pct]
-                    cells.append(" / ".join(f"{x['total']}% [{x['min']}..{x['max']}]" for x in v))
+                    cells.append(" / ".join("died" if "died" in x else
+                                            f"{x['total']}% [{x['min']}..{x['max']}]" for x in v))
                 print(f"{pct:>5}% | {cells[0]:40} | {cells[1]:40}")
         print("raw:", json.dumps(rows))
     finally:

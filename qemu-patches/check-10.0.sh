@@ -89,8 +89,10 @@ test_timeout=${TEST_TIMEOUT:-300}
 jobs=${QEMU_JOBS:-$(nproc)}
 
 t_start=$(date +%s)
-log() { printf '== [10.0] %s\n' "$*" >&2; }
-die() { printf 'qemu-check 10.0: FAIL: %s\n' "$*" >&2; exit 1; }
+qc_name="qemu-check 10.0" qc_log_tag="[10.0] "
+# log, die, fetch_source, series_files, apply_series_to, install_vmig,
+# link_firmware and the summary tables, shared with check.sh
+. "$repo/qemu-patches/lib.sh"
 mkdir -p "$work/logs"
 
 # ---------------------------------------------------------------- deps
@@ -139,32 +141,10 @@ install_deps() {
 }
 
 # ---------------------------------------------------------------- source
-fetch_source() {
-    if [ -f "$work/pristine/.vmig-fetched" ]; then
-        return 0
-    fi
-    log "fetching qemu $deb_version source"
-    rm -rf "$work/dl" "$work/pristine"
-    mkdir -p "$work/dl"
-    (cd "$work/dl" && apt-get source -qq "qemu=$deb_version" >/dev/null 2>&1) ||
-        die "apt-get source qemu=$deb_version"
-    mv "$work/dl/$src_dirname" "$work/pristine"
-    rm -rf "$work/dl"
-    touch "$work/pristine/.vmig-fetched"
-}
-
-series_files() {
-    local p
-    while read -r p; do
-        case "$p" in ''|'#'*) continue ;; esac
-        echo "$p"
-    done < "$series_dir/series"
-}
-
 # The patched tree is rebuilt from the pristine one whenever the series
 # changes; otherwise the previous build is reused (incremental ninja).
 apply_series() {
-    local sum p out
+    local sum
     sum=$(cat "$series_dir/series" $(series_files | sed "s|^|$series_dir/|") | sha256sum | cut -c1-16)
     if [ -f "$work/patched/.vmig-series-$sum" ]; then
         return 0
@@ -174,15 +154,7 @@ apply_series() {
     mkdir -p "$work/patched"
     (cd "$work/pristine" && tar --exclude=./build --exclude=./.vmig-fetched -cf - .) |
         (cd "$work/patched" && tar xf -)
-    for p in $(series_files); do
-        out=$(cd "$work/patched" && patch -p1 -N --fuzz=0 --no-backup-if-mismatch \
-                  -i "$series_dir/$p" 2>&1) || { echo "$out" >&2; die "$p does not apply"; }
-        if echo "$out" | grep -iE 'fuzz|FAILED|reject|offset' >/dev/null; then
-            echo "$out" >&2
-            die "$p applies only with fuzz or offset: refresh it"
-        fi
-        echo "   applied $p" >&2
-    done
+    apply_series_to "$work/patched"
     touch "$work/patched/.vmig-series-$sum"
 }
 
@@ -199,22 +171,6 @@ run_checkpatch() {
 }
 
 # ---------------------------------------------------------------- build
-install_vmig() {
-    log "installing libvmig into $work/vmig"
-    make -C "$repo" -s install PREFIX="$work/vmig" > "$work/logs/vmig-install.log" 2>&1 ||
-        { tail -20 "$work/logs/vmig-install.log" >&2; die "make install (libvmig)"; }
-}
-
-# Firmware is stripped from Debian's source; a binary run from its build
-# tree looks in build/qemu-bundle/<prefix>/share/qemu.
-link_firmware() {
-    local dir=$1/qemu-bundle/usr/local/share/qemu f
-    mkdir -p "$dir"
-    for f in /usr/share/seabios/*.bin /usr/share/qemu/*.bin /usr/lib/ipxe/qemu/*.rom; do
-        [ -e "$f" ] && ln -sf "$f" "$dir/"
-    done
-}
-
 # Both trees build in <tree>/build, so the compile commands, relative to
 # the build dir, are the same for both and ccache (base dir: the work dir,
 # no cwd in the hash) serves the patched build from the stock one's objects
@@ -482,25 +438,10 @@ run_tests() {
     echo
     echo "QEMU $deb_version + qemu-patches/10.0 ($(series_files | wc -l) patches), libvmig $(sed -n 's/^Version: //p' "$vmig_lib/pkgconfig/vmig.pc")"
     echo "stock: the unpatched tree built alike ($stock_bin); /dev/kvm usable: $have_kvm; flaky runs: $flaky_runs; load: $(cut -d' ' -f1-3 /proc/loadavg)"
-    printf '%-52s | %-5s %6s | %-7s %6s | %-9s %-9s | %s\n' "migration-test case" stock secs patched secs "stock" "patched" verdict
-    printf '%-52s | %-12s | %-14s | %-9s %-9s | %s\n' "" "(one run)" "(one run)" "pass rate" "pass rate" ""
-    printf -- '%.0s-' $(seq 1 124); echo
-    for t in "${tests[@]}"; do
-        printf '%-52s | %-5s %6.1f | %-7s %6.1f | %-9s %-9s | %s\n' "${t#/x86_64/}" \
-            "${stock_res[$t]}" "${stock_secs[$t]}" "${patched_res[$t]}" "${patched_secs[$t]}" \
-            "${stock_rate[$t]:--}" "${patched_rate[$t]:--}" "${verdict[$t]}"
-    done
-    if [ $have_kvm = no ]; then
-        for t in $kvm_only_tests; do
-            printf '%-52s | %-5s %6s | %-7s %6s | %-9s %-9s | %s\n' "${t#/x86_64/}" \
-                skip - skip - - - "SKIPPED: no usable /dev/kvm"
-        done
-    fi
+    print_case_table 52 /x86_64/ 124
     echo
-    printf '%-52s | %-22s | %-22s\n' "interoperability" "patched src -> stock dst" "stock src -> patched dst"
-    for t in $interop_tests; do
-        printf '%-52s | %-22s | %-22s\n' "${t#/x86_64/}" "${interop["$t p2s"]:-not run}" "${interop["$t s2p"]:-not run}"
-    done
+    # shellcheck disable=SC2086  # one argument per case
+    print_interop_table 52 /x86_64/ $interop_tests
     echo
 }
 

@@ -44,8 +44,10 @@ jobs=${QEMU_JOBS:-$(nproc)}
 stock_bin=/usr/bin/qemu-system-x86_64
 
 t_start=$(date +%s)
-log() { printf '== %s\n' "$*" >&2; }
-die() { printf 'qemu-check: FAIL: %s\n' "$*" >&2; exit 1; }
+qc_name=qemu-check qc_log_tag=
+# log, die, fetch_source, series_files, apply_series_to, install_vmig,
+# link_firmware and the summary tables, shared with check-10.0.sh
+. "$repo/qemu-patches/lib.sh"
 mkdir -p "$work/logs"
 
 # ---------------------------------------------------------------- deps
@@ -84,20 +86,6 @@ install_deps() {
 }
 
 # ---------------------------------------------------------------- source
-fetch_source() {
-    if [ -f "$work/pristine/.vmig-fetched" ]; then
-        return 0
-    fi
-    log "fetching qemu $deb_version source"
-    rm -rf "$work/dl" "$work/pristine"
-    mkdir -p "$work/dl"
-    (cd "$work/dl" && apt-get source -qq "qemu=$deb_version" >/dev/null 2>&1) ||
-        die "apt-get source qemu=$deb_version"
-    mv "$work/dl/$src_dirname" "$work/pristine"
-    rm -rf "$work/dl"
-    touch "$work/pristine/.vmig-fetched"
-}
-
 # The patched tree is rebuilt from the pristine one whenever the series
 # changes; otherwise the previous build is reused (incremental ninja).
 apply_series() {
@@ -109,17 +97,7 @@ apply_series() {
     log "applying the series to a fresh copy"
     rm -rf "$work/patched"
     cp -a "$work/pristine" "$work/patched"
-    local p out
-    while read -r p; do
-        case "$p" in ''|'#'*) continue ;; esac
-        out=$(cd "$work/patched" && patch -p1 -N --fuzz=0 --no-backup-if-mismatch \
-                  -i "$series_dir/$p" 2>&1) || { echo "$out" >&2; die "$p does not apply"; }
-        if echo "$out" | grep -iE 'fuzz|FAILED|reject|offset' >/dev/null; then
-            echo "$out" >&2
-            die "$p applies only with fuzz or offset: refresh it"
-        fi
-        echo "   applied $p" >&2
-    done < "$series_dir/series"
+    apply_series_to "$work/patched"
     touch "$work/patched/.vmig-series-$sum"
 }
 
@@ -127,34 +105,17 @@ apply_series() {
 # gate): any error or warning fails the check before the long build.
 checkpatch_series() {
     local p bad=0
-    while read -r p; do
-        case "$p" in ''|'#'*) continue ;; esac
+    for p in $(series_files); do
         if ! (cd "$work/pristine" && perl scripts/checkpatch.pl -q "$series_dir/$p") >&2; then
             echo "   checkpatch: $p has style problems" >&2
             bad=1
         fi
-    done < "$series_dir/series"
+    done
     [ $bad -eq 0 ] || die "scripts/checkpatch.pl rejects the series"
     log "scripts/checkpatch.pl: every patch is clean"
 }
 
 # ---------------------------------------------------------------- build
-install_vmig() {
-    log "installing libvmig into $work/vmig"
-    make -C "$repo" -s install PREFIX="$work/vmig" > "$work/logs/vmig-install.log" 2>&1 ||
-        { tail -20 "$work/logs/vmig-install.log" >&2; die "make install (libvmig)"; }
-}
-
-# Firmware is stripped from Debian's source; a binary run from its build
-# tree looks in build/qemu-bundle/<prefix>/share/qemu.
-link_firmware() {
-    local dir=$1/qemu-bundle/usr/local/share/qemu f
-    mkdir -p "$dir"
-    for f in /usr/share/seabios/*.bin /usr/share/qemu/*.bin /usr/lib/ipxe/qemu/*.rom; do
-        [ -e "$f" ] && ln -sf "$f" "$dir/"
-    done
-}
-
 build_patched() {
     local b=$work/patched/build
     export PKG_CONFIG_PATH=$work/vmig/lib/pkgconfig
@@ -334,25 +295,10 @@ main() {
     echo
     echo "QEMU $deb_version + qemu-patches/7.2 ($(wc -l < "$series_dir/series") patches), libvmig $(sed -n 's/^Version: //p' "$vmig_lib/pkgconfig/vmig.pc")"
     echo "stock: $stock_bin ($(dpkg-query -W -f='${Version}' qemu-system-x86)); /dev/kvm usable: $have_kvm; flaky runs: $flaky_runs"
-    printf '%-50s | %-5s %6s | %-7s %6s | %-9s %-9s | %s\n' "migration-test case" stock secs patched secs "stock" "patched" verdict
-    printf '%-50s | %-12s | %-14s | %-9s %-9s | %s\n' "" "(one run)" "(one run)" "pass rate" "pass rate" ""
-    printf -- '%.0s-' $(seq 1 120); echo
-    for t in "${tests[@]}"; do
-        printf '%-50s | %-5s %6.1f | %-7s %6.1f | %-9s %-9s | %s\n' "${t#/x86_64/migration/}" \
-            "${stock_res[$t]}" "${stock_secs[$t]}" "${patched_res[$t]}" "${patched_secs[$t]}" \
-            "${stock_rate[$t]:--}" "${patched_rate[$t]:--}" "${verdict[$t]}"
-    done
-    if [ $have_kvm = no ]; then
-        for t in $kvm_only_tests; do
-            printf '%-50s | %-5s %6s | %-7s %6s | %-9s %-9s | %s\n' "${t#/x86_64/migration/}" \
-                skip - skip - - - "SKIPPED: no usable /dev/kvm"
-        done
-    fi
+    print_case_table 50 /x86_64/migration/ 120
     echo
-    printf '%-50s | %-22s | %-22s\n' "interoperability" "patched src -> stock dst" "stock src -> patched dst"
-    for t in $compress_tests; do
-        printf '%-50s | %-22s | %-22s\n' "${t#/x86_64/migration/}" "${interop["$t p2s"]}" "${interop["$t s2p"]}"
-    done
+    # shellcheck disable=SC2086  # one argument per case
+    print_interop_table 50 /x86_64/migration/ $compress_tests
     echo
     echo "-Dvmig=disabled: preprocessed non-test sources ${disabled_equiv:-not checked (PATCHED_BUILD)} to the unpatched tree"
     echo "build: ${build_secs}s; total: $(( $(date +%s) - t_start ))s; logs: $work/logs"
