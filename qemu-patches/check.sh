@@ -16,9 +16,9 @@
 #      non-zero on any failure.
 #
 # Usage: qemu-patches/check.sh            (make qemu-check)
-#        qemu-patches/check.sh --bench    (make qemu-bench: bench.py and
-#                                          bench-smp.py, stock versus
-#                                          patched)
+#        qemu-patches/check.sh --bench    (make qemu-bench: bench.py,
+#                                          bench-smp.py and bench-comp.py,
+#                                          stock versus patched)
 # Environment:
 #   VMIG_QEMU_WORK  work dir, kept between runs (default: target/qemu-check)
 #   FLAKY_RUNS      runs per flaky case and binary (default 5)
@@ -213,6 +213,10 @@ main() {
             "$stock_bin" "$patched_bin" "$(dirname "$patched_bin")/.."
         LD_LIBRARY_PATH=$vmig_lib python3 "$repo/qemu-patches/bench-smp.py" \
             "$stock_bin" "$patched_bin" "QEMU 7.2"
+        # compression on a realistic Linux guest under TCG, source side
+        # and end to end (bench-comp.py, guest/linux-fill)
+        LD_LIBRARY_PATH=$vmig_lib python3 "$repo/qemu-patches/bench-comp.py" \
+            "$stock_bin" "$patched_bin" "$work"
         return
     fi
 
