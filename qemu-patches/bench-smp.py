@@ -122,14 +122,17 @@ def stop(p, q):
 
 
 def died(p, tmp, name):
-    """None while QEMU runs; once it exited, why: the last line of its
-    log that is not a warning (stock 7.2 aborts on a short dirty ring
-    reset, "Assertion `ret == total' failed", when KVM overruns a ring)."""
+    """For a run whose QMP connection broke (called while that OSError or
+    ValueError is handled): if QEMU exited, the run's result, why it died
+    (the last line of its log that is not a warning: stock 7.2 aborts on
+    a short dirty ring reset, "Assertion `ret == total' failed", when KVM
+    overruns a ring); if it still runs, the error goes on up."""
+    time.sleep(1)                       # time to exit after the pipe broke
     if p.poll() is None:
-        return None
+        raise                           # noqa: PLE0704 (the handled error)
     lines = [x.strip() for x in open(os.path.join(tmp, f"{name}.log"))
              if x.strip() and "warning:" not in x]
-    return lines[-1][-100:] if lines else f"exit status {p.returncode}"
+    return {"died": lines[-1][-100:] if lines else f"exit status {p.returncode}"}
 
 
 def progress(q, tmp):
@@ -165,12 +168,7 @@ def ringfull_run(binary, tmp, sector, rate):
             time.sleep(0.1)
         mbps = q.cmd("query-dirty-rate").get("dirty-rate", 0)
     except (OSError, ValueError):
-        # the QMP connection broke: QEMU died, which is a result too
-        time.sleep(1)
-        why = died(p, tmp, "ring")
-        if why is None:
-            raise
-        return {"died": why}
+        return died(p, tmp, "ring")     # QMP broke: QEMU died, a result too
     finally:
         stop(p, q)
     full = reaps = episodes = 0
@@ -221,11 +219,7 @@ def throttle_run(binary, tmp, sector, pct):
                                "while the throttle was measured")
         q.cmd("migrate_cancel")
     except (OSError, ValueError):
-        time.sleep(1)
-        why = died(p, tmp, "thr")
-        if why is None:
-            raise
-        return {"died": why}
+        return died(p, tmp, "thr")
     finally:
         stop(p, q)
     per = [100.0 * (1 - t / b) if b else float("nan") for t, b in zip(thr, base)]
