@@ -34,6 +34,7 @@ Environment: BENCH_ROUNDS (3), BENCH_THREADS (1,2,4), BENCH_E2E_THREADS (2),
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -226,6 +227,8 @@ def main():
     if len(sys.argv) != 4:
         sys.exit(__doc__)
     stock, patched, work = sys.argv[1:4]
+    # a timeout's SIGTERM still quits the guests and removes their RAM files
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench-comp: terminated"))
     repo = os.path.dirname(HERE)
     tool = page_deflate_rate(repo)
     kernel, initrd, kver, bver = linux_fill.build(os.path.join(work, "linux-fill"))
