@@ -34,6 +34,7 @@ Environment: BENCH_ROUNDS (3), BENCH_THREADS (1,2,4), BENCH_E2E_THREADS (2),
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -226,6 +227,8 @@ def main():
     if len(sys.argv) != 4:
         sys.exit(__doc__)
     stock, patched, work = sys.argv[1:4]
+    # a timeout's SIGTERM still quits the guests and removes their RAM files
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench-comp: terminated"))
     repo = os.path.dirname(HERE)
     tool = page_deflate_rate(repo)
     kernel, initrd, kver, bver = linux_fill.build(os.path.join(work, "linux-fill"))
@@ -253,9 +256,12 @@ def main():
         for r in range(ROUNDS):
             order = binaries if r % 2 == 0 else binaries[::-1]
             raw.append(raw_rates(tool, srcs["patched"].shm))
+            print(f"bench-comp: round {r + 1}/{ROUNDS}, raw zlib-rs "
+                  f"{raw[-1]['zlib-rs']['pages_per_cpu_s']:.0f} pages per CPU-second", file=sys.stderr)
             for n in THREADS:
                 for label, _ in order:
                     res[label][n].append(source_run(srcs[label], n))
+                    print(f"bench-comp: {label} x{n}: {res[label][n][-1]['pps']:.0f} pages/s", file=sys.stderr)
             for n in E2E_THREADS:
                 for label, binary in order:
                     e2e[label][n].append(e2e_run(binary, srcs[label], n, tmp, kernel, initrd))
@@ -302,7 +308,7 @@ def main():
               f"{med([a['cores'] for a in s]):>5.2f} {s_lim:>5.0f}% | "
               f"{med([b['ms'] for b in p]):>10.0f} {med([b['pps'] for b in p]):>8.0f} "
               f"{med([b['cores'] for b in p]):>5.2f} {med([b['cpu_us'] for b in p]):>5.1f} {p_lim:>5.0f}% | "
-              f"{ratio:>12.2f}x | {med([a['pages'] for a in s])}/{med([b['pages'] for b in p])}")
+              f"{ratio:>12.2f}x | {med([a['pages'] for a in s]):.0f}/{med([b['pages'] for b in p]):.0f}")
         verdicts.append(f"source {n} thread(s): patched/stock {ratio:.2f}x (goal >= 4x: "
                         f"{'met' if ratio >= 4 else 'NOT met'}), {p_lim:.0f}% of min({n}, {CORES}) x raw "
                         f"zlib-rs (goal >= 75%: {'met' if p_lim >= 75 else 'NOT met'})")
