@@ -43,7 +43,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "guest", "linux-fill"))
-from qmp import QMP  # noqa: E402  (qemu-patches/qmp.py)
+from qmp import QMP, quit_qemu  # noqa: E402  (qemu-patches/qmp.py)
 import build as linux_fill  # noqa: E402  (guest/linux-fill/build.py)
 
 # 256 MiB: about 36 k filled pages plus the kernel's, enough that the
@@ -116,15 +116,7 @@ class Guest:
         return None
 
     def quit(self):
-        try:
-            self.q.cmd("quit")
-        except Exception:
-            pass
-        try:
-            self.p.wait(20)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
-            self.p.wait()
+        quit_qemu(self.p, self.q, timeout=20)
         if self.shm and os.path.exists(self.shm):
             os.unlink(self.shm)
 

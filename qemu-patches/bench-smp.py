@@ -45,7 +45,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qmp import QMP  # noqa: E402  (qemu-patches/qmp.py)
+from qmp import QMP, quit_qemu  # noqa: E402  (qemu-patches/qmp.py)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CALC_SECS = 10          # dirty logging window for the ring-full count
@@ -109,18 +109,6 @@ def wait_guest(tmp, name, timeout=180):
     raise RuntimeError(f"{name}: not every vCPU started (serial: {seen!r})")
 
 
-def stop(p, q):
-    try:
-        q.cmd("quit")
-    except Exception:
-        pass
-    try:
-        p.wait(10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-
-
 def died(p, tmp, name):
     """For a run whose QMP connection broke (called while that OSError or
     ValueError is handled): if QEMU exited, the run's result, why it died
@@ -170,7 +158,7 @@ def ringfull_run(binary, tmp, sector, rate):
     except (OSError, ValueError):
         return died(p, tmp, "ring")     # QMP broke: QEMU died, a result too
     finally:
-        stop(p, q)
+        quit_qemu(p, q)
     full = reaps = episodes = 0
     after_reap = True
     for line in open(trace) if os.path.exists(trace) else ():
@@ -221,7 +209,7 @@ def throttle_run(binary, tmp, sector, pct):
     except (OSError, ValueError):
         return died(p, tmp, "thr")
     finally:
-        stop(p, q)
+        quit_qemu(p, q)
     per = [100.0 * (1 - t / b) if b else float("nan") for t, b in zip(thr, base)]
     total = 100.0 * (1 - sum(thr) / sum(base)) if sum(base) else float("nan")
     return {"total": round(total, 1), "min": round(min(per), 1), "max": round(max(per), 1)}

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from qmp import QMP  # noqa: E402  (qemu-patches/qmp.py)
+from qmp import QMP, quit_qemu  # noqa: E402  (qemu-patches/qmp.py)
 
 CALC_SECS = 10          # dirty logging window for the ring-full count
 THROTTLE_SECS = 4       # CPU-share sampling window per throttle level
@@ -69,18 +69,6 @@ def wait_serial(tmp, name, timeout=60):
     raise RuntimeError(f"{name}: guest did not start")
 
 
-def stop(p, q):
-    try:
-        q.cmd("quit")
-    except Exception:
-        pass
-    try:
-        p.wait(10)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-
-
 def compress_run(binary, tmp):
     sock = f"{tmp}/mig.sock"
     dp, dq = start(binary, tmp, "dst", ["-accel", "kvm", "-incoming", f"unix:{sock}"])
@@ -107,8 +95,8 @@ def compress_run(binary, tmp):
         comp = info.get("compression", {})
         return ms, comp.get("pages", 0), comp.get("busy", 0)
     finally:
-        stop(sp, sq)
-        stop(dp, dq)
+        quit_qemu(sp, sq)
+        quit_qemu(dp, dq)
 
 
 def ringfull_run(binary, tmp):
@@ -124,7 +112,7 @@ def ringfull_run(binary, tmp):
             time.sleep(0.1)
         rate = q.cmd("query-dirty-rate").get("dirty-rate", 0)
     finally:
-        stop(p, q)
+        quit_qemu(p, q)
     text = open(trace).read() if os.path.exists(trace) else ""
     return text.count("kvm_dirty_ring_full"), text.count("kvm_dirty_ring_reap "), rate
 
@@ -178,7 +166,7 @@ def throttle_run(binary, tmp, pct):
         thr = share(p.pid, THROTTLE_SECS)
         q.cmd("migrate_cancel")
     finally:
-        stop(p, q)
+        quit_qemu(p, q)
     return 100.0 * (1 - thr / base) if base else float("nan")
 
 

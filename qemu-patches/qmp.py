@@ -2,10 +2,12 @@
 
 One UNIX-socket connection per QEMU: waits for the socket, reads the
 greeting, negotiates capabilities; cmd() returns a command's "return" or
-raises on its "error", skipping asynchronous events.
+raises on its "error", skipping asynchronous events.  quit_qemu() ends a
+QEMU process through it.
 """
 import json
 import socket
+import subprocess
 import time
 
 
@@ -36,3 +38,18 @@ class QMP:
             if "error" in r:
                 raise RuntimeError(f"{name}: {r['error']}")
             return r["return"]
+
+
+def quit_qemu(p, q, timeout=10):
+    """Asks QEMU process `p` to quit over its QMP connection `q`, waits up
+    to `timeout` seconds for it to exit, and kills it if it does not (also
+    when QMP is already gone)."""
+    try:
+        q.cmd("quit")
+    except Exception:
+        pass
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
