@@ -171,6 +171,22 @@ unsafe fn check_layout(layout: *const u32, n: u32) -> Result<()> {
     Ok(())
 }
 
+/// What both `get_fast` functions do once they hold their handle's state:
+/// check the caller's layout and the ring kind, then give `view` with its
+/// owner (the handle) set.
+///
+/// # Safety
+/// `layout` is NULL or valid for reads of `n` values.
+unsafe fn give_view(view: &mut FastView, mp: bool, owner: *mut c_void, layout: *const u32, n: u32) -> Result<*mut FastView> {
+    // SAFETY: per this function's contract.
+    unsafe { check_layout(layout, n) }?;
+    if mp {
+        return Err(Error::InvalidArgument("no inline fast path on a VMIG_RING_MP ring"));
+    }
+    view.owner = owner;
+    Ok(std::ptr::addr_of_mut!(*view))
+}
+
 /// Gives the inline fast path of a producer handle (vmig_ring_inline.h);
 /// call vmig_ring_producer_fast_view() from that header rather than this.
 /// `layout[0..n)` is the header's view of the frozen layout
@@ -199,12 +215,8 @@ pub unsafe extern "C" fn vmig_ring_producer_get_fast(
         // SAFETY: per this function's contract; the handle's thread.
         let p = unsafe { producer_mut(producer, call)? };
         // SAFETY: per this function's contract.
-        unsafe { check_layout(layout, n) }.map_err(|e| e.in_call(call))?;
-        if p.mp {
-            return Err(Error::InvalidArgument("no inline fast path on a VMIG_RING_MP ring").in_call(call));
-        }
-        p.view.owner = producer.cast();
-        Ok(std::ptr::addr_of_mut!(p.view).cast())
+        let view = unsafe { give_view(&mut p.view, p.mp, producer.cast(), layout, n) };
+        view.map(|v| v.cast()).map_err(|e| e.in_call(call))
     })
 }
 
@@ -230,12 +242,8 @@ pub unsafe extern "C" fn vmig_ring_consumer_get_fast(
         // SAFETY: per this function's contract; the handle's thread.
         let c = unsafe { consumer_mut(consumer, call)? };
         // SAFETY: per this function's contract.
-        unsafe { check_layout(layout, n) }.map_err(|e| e.in_call(call))?;
-        if c.mp {
-            return Err(Error::InvalidArgument("no inline fast path on a VMIG_RING_MP ring").in_call(call));
-        }
-        c.view.owner = consumer.cast();
-        Ok(std::ptr::addr_of_mut!(c.view).cast())
+        let view = unsafe { give_view(&mut c.view, c.mp, consumer.cast(), layout, n) };
+        view.map(|v| v.cast()).map_err(|e| e.in_call(call))
     })
 }
 
