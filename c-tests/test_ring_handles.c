@@ -18,15 +18,9 @@
 
 #include "support/check.h"
 #include "vmig.h"
+#include "support/last_error.h"
 
 static void *item(uintptr_t v) { return (void *)v; }
-
-static int last_error_mentions(const char *word)
-{
-    char buf[256];
-    vmig_last_error(buf, sizeof(buf));
-    return strstr(buf, word) != NULL;
-}
 
 static void test_bad_arguments(void)
 {

@@ -21,15 +21,9 @@
 
 #include "support/check.h"
 #include "vmig_ring_inline.h"
+#include "support/last_error.h"
 
 static void *item(uintptr_t v) { return (void *)v; }
-
-static int last_error_mentions(const char *word)
-{
-    char buf[512];
-    vmig_last_error(buf, sizeof(buf));
-    return strstr(buf, word) != NULL;
-}
 
 static void test_layout(void)
 {
