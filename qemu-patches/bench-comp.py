@@ -44,6 +44,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "guest", "linux-fill"))
 from qmp import QMP, quit_qemu  # noqa: E402  (qemu-patches/qmp.py)
+from proc_cpu import process_cpu_secs  # noqa: E402  (qemu-patches/proc_cpu.py)
 import build as linux_fill  # noqa: E402  (guest/linux-fill/build.py)
 
 # 256 MiB: about 36 k filled pages plus the kernel's, enough that the
@@ -63,12 +64,6 @@ def med(v):
     v = sorted(v)
     n = len(v)
     return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
-
-
-def proc_cpu_secs(pid):
-    """utime + stime of a whole process, its exited threads included."""
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def loadavg():
@@ -155,10 +150,10 @@ def source_run(src, threads):
     """One migration of the paused source to exec:cat > /dev/null."""
     repause(src)
     set_compress(src.q, threads)
-    cpu0 = proc_cpu_secs(src.p.pid)
+    cpu0 = process_cpu_secs(src.p.pid)
     src.q.cmd("migrate", uri="exec:cat > /dev/null")
     info = wait_migration(src.q, f"{src.name} x{threads}")
-    cpu = proc_cpu_secs(src.p.pid) - cpu0
+    cpu = process_cpu_secs(src.p.pid) - cpu0
     comp = info.get("compression", {})
     ms = info["total-time"]
     return {"ms": ms, "pages": comp.get("pages", 0), "pps": comp.get("pages", 0) / (ms / 1000),

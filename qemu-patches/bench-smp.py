@@ -46,6 +46,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from qmp import QMP, quit_qemu  # noqa: E402  (qemu-patches/qmp.py)
+from proc_cpu import vcpu_cpu_secs  # noqa: E402  (qemu-patches/proc_cpu.py)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CALC_SECS = 10          # dirty logging window for the ring-full count
@@ -131,20 +132,10 @@ def progress(q, tmp):
     return [int.from_bytes(b[16 * i:16 * i + 4], "little") for i in range(VCPUS)], time.time()
 
 
-def vcpu_cpu_secs(pid):
-    """CPU seconds (user + system) used so far by each vCPU thread of QEMU
-    pid, in vCPU order (threads named "CPU n/KVM": -name debug-threads=on)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    secs = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            comm = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
-            stat = open(f"/proc/{pid}/task/{tid}/stat").read()
-        except OSError:
-            continue                    # the thread exited meanwhile
-        if comm.startswith("CPU ") and comm.endswith("/KVM"):
-            fields = stat[stat.rindex(")") + 2:].split()
-            secs[int(comm[4:-4])] = (int(fields[11]) + int(fields[12])) / tick
+def vcpu_cpu_list(pid):
+    """CPU seconds used so far by each vCPU thread, in vCPU order (NaN for
+    one not found)."""
+    secs = vcpu_cpu_secs(pid)
     return [secs.get(i, float("nan")) for i in range(VCPUS)]
 
 
@@ -152,10 +143,10 @@ def rates(q, tmp, secs, pid):
     """Pages per second written by each vCPU over secs (32-bit counters),
     and the share of that time each vCPU thread was on a host CPU."""
     c0, t0 = progress(q, tmp)
-    u0 = vcpu_cpu_secs(pid)
+    u0 = vcpu_cpu_list(pid)
     time.sleep(secs)
     c1, t1 = progress(q, tmp)
-    u1 = vcpu_cpu_secs(pid)
+    u1 = vcpu_cpu_list(pid)
     return ([((b - a) & 0xffffffff) / (t1 - t0) for a, b in zip(c0, c1)],
             [(b - a) / (t1 - t0) for a, b in zip(u0, u1)])
 

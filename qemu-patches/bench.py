@@ -30,6 +30,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from qmp import QMP, quit_qemu  # noqa: E402  (qemu-patches/qmp.py)
+from proc_cpu import vcpu_cpu_secs  # noqa: E402  (qemu-patches/proc_cpu.py)
 
 CALC_SECS = 10          # dirty logging window for the ring-full count
 THROTTLE_SECS = 4       # CPU-share sampling window per throttle level
@@ -119,14 +120,10 @@ def ringfull_run(binary, tmp):
 
 def vcpu_cpu_seconds(pid):
     """utime + stime of the "CPU 0/KVM" thread (debug-threads=on)."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            if open(f"/proc/{pid}/task/{tid}/comm").read().startswith("CPU 0/"):
-                f = open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
-                return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-        except OSError:
-            pass
-    raise RuntimeError("no vCPU thread")
+    secs = vcpu_cpu_secs(pid)
+    if 0 not in secs:
+        raise RuntimeError("no vCPU thread")
+    return secs[0]
 
 
 def share(pid, secs):
